@@ -1,0 +1,58 @@
+"""Run-or-load: every run is keyed by the hash of its resolved config and the code version.
+
+``run(cfg)`` returns the stored record when ``results/runs/<name>-<hash>/result.json``
+exists, resumes from the run's checkpoint when it was interrupted, and trains otherwise.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from ..paths import results_dir
+from .config import config_hash, load_yaml, resolve
+from .io import read_json
+
+
+def run_dir_for(cfg: dict) -> Path:
+    cfg = resolve(cfg)
+    label = cfg["name"] or f"{cfg['method']}-{cfg['model']['name']}"
+    return results_dir() / "runs" / f"{label}-{config_hash(cfg)}"
+
+
+def is_done(cfg: dict) -> bool:
+    return (run_dir_for(cfg) / "result.json").exists()
+
+
+def run(cfg, overrides: dict | None = None, *, progress: bool = True, force: bool = False) -> dict:
+    """Train (or load) one run. ``cfg`` is a dict or a YAML path."""
+    from ..train import train   # late import: the trainer imports the whole library
+    if isinstance(cfg, (str, Path)):
+        cfg = load_yaml(cfg)
+    cfg = resolve(cfg, overrides)
+    rd = run_dir_for(cfg)
+    result = rd / "result.json"
+    if result.exists() and not force:
+        return read_json(result)
+    return train(cfg, rd, progress=progress, resume=not force)
+
+
+def run_many(cfgs: list[dict], *, progress: bool = True, label: str = "runs") -> list[dict]:
+    """Run a list of configs in order, printing which run is going and an estimate of what is left."""
+    records, t0, trained = [], time.perf_counter(), 0
+    n = len(cfgs)
+    for i, cfg in enumerate(cfgs):
+        cfg = resolve(cfg)
+        done = is_done(cfg)
+        if progress:
+            left = ""
+            if trained:
+                per = (time.perf_counter() - t0) / trained
+                todo = sum(not is_done(c) for c in cfgs[i:])
+                left = f", about {per * todo / 60:.1f} min left"
+            tag = "cached" if done else "training"
+            print(f"[{label} {i + 1}/{n}] {cfg['name'] or cfg['method']} seed={cfg['seed']} T={cfg['T']}: {tag}{left}",
+                  file=sys.stderr, flush=True)
+        records.append(run(cfg, progress=progress))
+        trained += 0 if done else 1
+    return records
