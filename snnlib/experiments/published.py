@@ -1,4 +1,5 @@
-"""Published numbers, kept as data in ``configs/published.yaml`` with source and reliability tag."""
+"""Published numbers, kept as data in ``configs/published/*.yaml`` (one file per paper family),
+each with its source and reliability tag."""
 from __future__ import annotations
 
 import functools
@@ -9,12 +10,18 @@ from .config import load_yaml
 
 @functools.lru_cache(maxsize=1)
 def _table() -> dict:
-    return load_yaml(ROOT / "configs" / "published.yaml")
+    out: dict = {}
+    for p in sorted((ROOT / "configs" / "published").glob("*.yaml")):
+        for k, v in load_yaml(p).items():
+            if k in out:
+                raise KeyError(f"published number {k!r} is defined twice (again in {p.name})")
+            out[k] = v
+    return out
 
 
 def published(key: str) -> dict:
     """One published number: ``{"value", "unit", "source", "tag", "note"}``. Keys look like
-    ``ide.fmnist.f400.if.T5``; see configs/published.yaml."""
+    ``ide.fmnist.f400.if.T5``; see configs/published/."""
     t = _table()
     if key not in t:
         from .config import suggest
