@@ -1,5 +1,6 @@
 """Layers several papers share: time-shared dropout, weight standardisation, feedback norms,
 trace-gradient layers. Each family adds its own module here."""
 from .dropout import SharedDropout
+from .windows import WindowGrid  # noqa: F401  (minimum latency; projections in .projection)
 
 __all__ = ["SharedDropout"]
