@@ -1,0 +1,274 @@
+"""Fixed-point solvers behind one signature, with their statistics returned (never printed).
+
+Every solver finds ``z = f(z)`` for a batched tensor ``z`` of any shape [B, ...] (dim 0 is the
+batch; each sample gets its own quasi-Newton / mixing state):
+
+    z, stat = solver(f, z0, *, max_iter=30, tol=1e-6, stop_mode="rel", **options)
+
+The residual of an iterate is r = f(z) - z. ``stat.abs_trace[k]`` is ||r_k|| (Frobenius norm
+over the whole batch) after the k-th evaluation of ``f``, ``stat.rel_trace[k]`` is
+||r_k|| / ||f(z_k)||. The solver stops when the trace chosen by ``stop_mode`` falls below
+``tol``, and returns, per sample, the iterate with the lowest residual seen.
+
+Solvers: ``broyden`` (limited-memory "good" Broyden on g(z) = f(z) - z, IDE's backward
+solver), ``anderson`` (Anderson acceleration, torchdeq's defaults m=6, lam=1e-4),
+``fixed_point`` (damped iteration z <- z + tau (f(z) - z)), and ``ide_iter``, which
+reproduces IDE's released "iter" update z <- (z + (f(z) - z)) / 2 = f(z)/2: it converges to
+the fixed point of f/2, not of f (a documented defect, kept for comparison only).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+
+STOP_MODES = ("abs", "rel")
+EPS = 1e-12
+
+
+@dataclass
+class SolverStat:
+    """Statistics of one solve. Norms are over the whole batch; ``nstep`` counts calls of f."""
+
+    name: str
+    nstep: int = 0
+    abs_trace: list = field(default_factory=list)
+    rel_trace: list = field(default_factory=list)
+    abs_lowest: float = math.inf
+    rel_lowest: float = math.inf
+    converged: bool = False
+    tol: float = 0.0
+    stop_mode: str = "rel"
+    buffer_bytes: int = 0        # solver state kept alive during the solve (history buffers)
+
+    def summary(self) -> dict:
+        """Scalars only (for per-step training statistics)."""
+        return {"nstep": self.nstep, "abs_lowest": self.abs_lowest, "rel_lowest": self.rel_lowest,
+                "converged": float(self.converged), "buffer_bytes": self.buffer_bytes}
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Tracker:
+    """Residual bookkeeping shared by the solvers: traces, per-sample best iterate, stopping."""
+
+    def __init__(self, name: str, z0: torch.Tensor, tol: float, stop_mode: str):
+        if stop_mode not in STOP_MODES:
+            raise ValueError(f"stop_mode must be one of {STOP_MODES}, got {stop_mode!r}")
+        if not torch.is_tensor(z0) or z0.dim() < 1 or z0.shape[0] == 0:
+            raise ValueError(f"x0 must be a batched tensor [B, ...] with B >= 1, got {getattr(z0, 'shape', z0)}")
+        self.stat = SolverStat(name=name, tol=float(tol), stop_mode=stop_mode)
+        self.best = z0.detach().clone()
+        self.best_res = torch.full((z0.shape[0],), math.inf, dtype=torch.float64, device=z0.device)
+        self.best_fnorm = torch.ones_like(self.best_res)
+
+    def record(self, z: torch.Tensor, fz: torch.Tensor) -> bool:
+        """Record f(z) for iterate z; returns True when the stopping criterion is met."""
+        B = z.shape[0]
+        r = (fz - z).reshape(B, -1).double()
+        rs = r.norm(dim=1)
+        fs = fz.reshape(B, -1).double().norm(dim=1)
+        if not torch.isfinite(rs).all():
+            raise FloatingPointError(f"{self.stat.name}: the residual became non-finite at step "
+                                     f"{self.stat.nstep + 1}; the iteration diverged")
+        a = float(rs.norm())
+        rel = a / (float(fs.norm()) + EPS)
+        st = self.stat
+        st.nstep += 1
+        st.abs_trace.append(a)
+        st.rel_trace.append(rel)
+        better = rs < self.best_res
+        if better.any():
+            shape = (B,) + (1,) * (z.dim() - 1)
+            self.best = torch.where(better.view(shape), z.detach(), self.best)
+            self.best_res = torch.where(better, rs, self.best_res)
+            self.best_fnorm = torch.where(better, fs, self.best_fnorm)
+        value = a if st.stop_mode == "abs" else rel
+        return value < st.tol
+
+    def finish(self, buffer_bytes: int = 0):
+        st = self.stat
+        st.abs_lowest = float(self.best_res.norm())
+        st.rel_lowest = st.abs_lowest / (float(self.best_fnorm.norm()) + EPS)
+        st.converged = (st.abs_lowest if st.stop_mode == "abs" else st.rel_lowest) < st.tol
+        st.buffer_bytes = int(buffer_bytes)
+        return self.best, st
+
+
+def _check(max_iter, tol):
+    if not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    if not tol >= 0:
+        raise ValueError(f"tol must be >= 0, got {tol!r}")
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+@torch.no_grad()
+def fixed_point(f: Callable, x0: torch.Tensor, *, max_iter: int = 30, tol: float = 1e-6,
+                stop_mode: str = "rel", tau: float = 1.0):
+    """Damped fixed-point iteration z <- z + tau (f(z) - z), tau in (0, 1]; tau = 1 is plain
+    iteration z <- f(z). Converges when f is a contraction (or tau small enough for J - I stable).
+    """
+    _check(max_iter, tol)
+    if not 0.0 < tau <= 1.0:
+        raise ValueError(f"damping tau must be in (0, 1], got {tau}")
+    tr = _Tracker("fixed_point", x0, tol, stop_mode)
+    z = x0
+    for _ in range(max_iter):
+        fz = f(z)
+        if tr.record(z, fz):
+            break
+        z = z + tau * (fz - z)
+    return tr.finish(buffer_bytes=2 * _nbytes(x0))
+
+
+@torch.no_grad()
+def ide_iter(f: Callable, x0: torch.Tensor, *, max_iter: int = 30, tol: float = 1e-6, stop_mode: str = "rel"):
+    """IDE's released "iter" update z <- (z + G(z)) / 2 with G(z) = f(z) - z, i.e. z <- f(z)/2.
+
+    Kept only to show the defect: for f(z) = J^T z + g it converges to (2I - J^T)^-1 g instead
+    of the fixed point (I - J^T)^-1 g. The recorded residual is that of the true equation.
+    """
+    _check(max_iter, tol)
+    tr = _Tracker("ide_iter", x0, tol, stop_mode)
+    z = x0
+    for _ in range(max_iter):
+        fz = f(z)
+        if tr.record(z, fz):
+            break
+        z = 0.5 * (z + (fz - z))
+    return tr.finish(buffer_bytes=2 * _nbytes(x0))
+
+
+@torch.no_grad()
+def anderson(f: Callable, x0: torch.Tensor, *, max_iter: int = 30, tol: float = 1e-6, stop_mode: str = "rel",
+             m: int = 6, lam: float = 1e-4, beta: float = 1.0):
+    """Anderson acceleration (type II) with history ``m``, Tikhonov ``lam`` and mixing ``beta``.
+
+    Per sample: alpha = argmin ||sum_i alpha_i G_i||^2 + lam s ||alpha||^2 s.t. sum alpha = 1 over
+    the last m residuals G_i = f(x_i) - x_i, with s the mean ||G_i||^2 (so ``lam`` is scale-free;
+    torchdeq adds an absolute 1e-4); next x = beta sum alpha_i f(x_i) + (1 - beta) sum alpha_i x_i.
+    """
+    _check(max_iter, tol)
+    if m < 1:
+        raise ValueError(f"Anderson history m must be >= 1, got {m}")
+    tr = _Tracker("anderson", x0, tol, stop_mode)
+    shape = x0.shape
+    B = shape[0]
+    n = x0[0].numel()
+    X = x0.new_zeros(B, m, n)
+    Fh = x0.new_zeros(B, m, n)
+    x = x0
+    fx = f(x)
+    done = tr.record(x, fx)
+    X[:, 0], Fh[:, 0] = x.reshape(B, n), fx.reshape(B, n)
+    count = 1
+    if not done and max_iter > 1:
+        x = fx
+        fx = f(x)
+        done = tr.record(x, fx)
+        if m > 1:
+            X[:, 1], Fh[:, 1] = x.reshape(B, n), fx.reshape(B, n)
+        else:
+            X[:, 0], Fh[:, 0] = x.reshape(B, n), fx.reshape(B, n)
+        count = min(2, m)
+    k = 2
+    while not done and k < max_iter:
+        h = min(count, m)
+        G = (Fh[:, :h] - X[:, :h]).double()
+        H = torch.zeros(B, h + 1, h + 1, dtype=torch.float64, device=x0.device)
+        H[:, 0, 1:] = 1.0
+        H[:, 1:, 0] = 1.0
+        GG = G @ G.transpose(1, 2)
+        scale = GG.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-300).view(B, 1, 1)
+        H[:, 1:, 1:] = GG + lam * scale * torch.eye(h, dtype=torch.float64, device=x0.device)
+        rhs = torch.zeros(B, h + 1, 1, dtype=torch.float64, device=x0.device)
+        rhs[:, 0] = 1.0
+        alpha = torch.linalg.solve(H, rhs)[:, 1:, 0].to(x0.dtype)            # [B, h]
+        xn = beta * (alpha.unsqueeze(1) @ Fh[:, :h])[:, 0] + (1 - beta) * (alpha.unsqueeze(1) @ X[:, :h])[:, 0]
+        x = xn.reshape(shape)
+        fx = f(x)
+        done = tr.record(x, fx)
+        slot = count % m
+        X[:, slot], Fh[:, slot] = x.reshape(B, n), fx.reshape(B, n)
+        count += 1
+        k += 1
+    return tr.finish(buffer_bytes=_nbytes(X) + _nbytes(Fh) + 2 * _nbytes(x0))
+
+
+@torch.no_grad()
+def broyden(f: Callable, x0: torch.Tensor, *, max_iter: int = 30, tol: float = 1e-6, stop_mode: str = "rel",
+            memory: int = 27):
+    """Limited-memory "good" Broyden on g(z) = f(z) - z, without line search (as IDE).
+
+    The inverse Jacobian of g is approximated per sample by B = -I + sum_i u_i v_i^T, starting
+    from -I (so the first step is plain iteration z <- f(z)), with at most ``memory`` rank-one
+    updates kept (the oldest is overwritten). Step: dz = -B g(z).
+    """
+    _check(max_iter, tol)
+    if memory < 1:
+        raise ValueError(f"Broyden memory must be >= 1, got {memory}")
+    tr = _Tracker("broyden", x0, tol, stop_mode)
+    shape = x0.shape
+    B = shape[0]
+    n = x0[0].numel()
+    mem = min(memory, max(max_iter - 1, 1))
+    U = x0.new_zeros(B, n, mem)
+    Vt = x0.new_zeros(B, mem, n)
+
+    def matvec(x):       # B x, x [B, n]
+        return -x + (U @ (Vt @ x.unsqueeze(2)))[..., 0]
+
+    def rmatvec(x):      # x^T B, x [B, n]
+        return -x + ((x.unsqueeze(1) @ U) @ Vt)[:, 0]
+
+    z = x0.reshape(B, n)
+    fz = f(x0)
+    done = tr.record(x0, fz)
+    gz = fz.reshape(B, n) - z
+    dz = gz.clone()
+    used = 0
+    while not done and tr.stat.nstep < max_iter:
+        z = z + dz
+        fz = f(z.reshape(shape))
+        done = tr.record(z.reshape(shape), fz)
+        g_new = fz.reshape(B, n) - z
+        dg = g_new - gz
+        gz = g_new
+        if done:
+            break
+        vt = rmatvec(dz)
+        den = (vt * dg).sum(1, keepdim=True)
+        ok = den.abs() > 1e-30
+        u = torch.where(ok, (dz - matvec(dg)) / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(dz))
+        vt = torch.where(ok, vt, torch.zeros_like(vt))
+        slot = used % mem
+        U[:, :, slot] = u
+        Vt[:, slot] = vt
+        used += 1
+        dz = -matvec(gz)
+    return tr.finish(buffer_bytes=_nbytes(U) + _nbytes(Vt) + 4 * _nbytes(x0))
+
+
+SOLVERS: dict[str, Callable] = {"broyden": broyden, "anderson": anderson, "fixed_point": fixed_point,
+                                "ide_iter": ide_iter}
+
+
+def register_solver(name: str, fn: Callable) -> Callable:
+    """Add a solver ``fn(f, x0, *, max_iter, tol, stop_mode, **options) -> (z, SolverStat)``."""
+    if name in SOLVERS:
+        raise KeyError(f"solver {name!r} is already registered")
+    SOLVERS[name] = fn
+    return fn
+
+
+def get_solver(name: str) -> Callable:
+    if name not in SOLVERS:
+        raise ValueError(f"unknown solver {name!r}; choose one of {sorted(SOLVERS)}")
+    return SOLVERS[name]
