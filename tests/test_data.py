@@ -343,4 +343,4 @@ def test_real_debian_fashion_mnist(tmp_path, monkeypatch):
     assert torch.bincount(test.labels).tolist() == [1000] * 10
     x, y = train.__getitems__(list(range(64)))
     assert x.shape == (64, 1, 32, 32) and y.shape == (64,)
-    assert elapsed < 15, f"decompressing and loading Fashion-MNIST took {elapsed:.1f} s"
+    assert elapsed < 60, f"decompressing and loading Fashion-MNIST took {elapsed:.1f} s"
