@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils import parametrize
 
 from ..layers.dropout import SharedDropout
 from ..neurons import lif_step, rate_normaliser
@@ -356,7 +357,12 @@ class FeedbackSNN(nn.Module):
     def simulate(self, drive: Drive, T: int, *, rate: str = "weighted", surrogate=None) -> Simulation:
         """Simulate ``T`` steps. Without ``surrogate`` call it under ``torch.no_grad()`` (the
         implicit methods do); with a surrogate (name, dict or ``Surrogate``) the spikes get a
-        surrogate gradient and the whole unrolled graph is kept (BPTT; memory grows with T)."""
+        surrogate gradient and the whole unrolled graph is kept (BPTT; memory grows with T).
+        Reparametrised weights are computed once per call (``parametrize.cached``)."""
+        with parametrize.cached():
+            return self._simulate(drive, T, rate, surrogate)
+
+    def _simulate(self, drive: Drive, T: int, rate: str, surrogate) -> Simulation:
         if not isinstance(T, int) or T < 1:
             raise ValueError(f"T must be a positive integer number of steps, got {T!r}")
         if drive.events and drive.T != T:

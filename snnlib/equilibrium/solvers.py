@@ -89,8 +89,11 @@ class _Tracker:
         value = a if st.stop_mode == "abs" else rel
         return value < st.tol
 
-    def finish(self, buffer_bytes: int = 0):
+    def finish(self, buffer_bytes: int = 0, last: torch.Tensor | None = None):
+        """(best iterate, stat); ``last`` returns that iterate instead of the best one."""
         st = self.stat
+        if last is not None:
+            self.best = last.detach()
         st.abs_lowest = float(self.best_res.norm())
         st.rel_lowest = st.abs_lowest / (float(self.best_fnorm.norm()) + EPS)
         st.converged = (st.abs_lowest if st.stop_mode == "abs" else st.rel_lowest) < st.tol
@@ -133,7 +136,8 @@ def ide_iter(f: Callable, x0: torch.Tensor, *, max_iter: int = 30, tol: float = 
     """IDE's released "iter" update z <- (z + G(z)) / 2 with G(z) = f(z) - z, i.e. z <- f(z)/2.
 
     Kept only to show the defect: for f(z) = J^T z + g it converges to (2I - J^T)^-1 g instead
-    of the fixed point (I - J^T)^-1 g. The recorded residual is that of the true equation.
+    of the fixed point (I - J^T)^-1 g. The recorded residual is that of the true equation; the
+    last iterate is returned (as IDE does).
     """
     _check(max_iter, tol)
     tr = _Tracker("ide_iter", x0, tol, stop_mode)
@@ -143,7 +147,7 @@ def ide_iter(f: Callable, x0: torch.Tensor, *, max_iter: int = 30, tol: float = 
         if tr.record(z, fz):
             break
         z = 0.5 * (z + (fz - z))
-    return tr.finish(buffer_bytes=2 * _nbytes(x0))
+    return tr.finish(buffer_bytes=2 * _nbytes(x0), last=z)
 
 
 @torch.no_grad()
@@ -222,18 +226,27 @@ def broyden(f: Callable, x0: torch.Tensor, *, max_iter: int = 30, tol: float = 1
     U = x0.new_zeros(B, n, mem)
     Vt = x0.new_zeros(B, mem, n)
 
-    def matvec(x):       # B x, x [B, n]
-        return -x + (U @ (Vt @ x.unsqueeze(2)))[..., 0]
+    used = 0
+
+    def matvec(x):       # B x, x [B, n]; only the filled history columns
+        k = min(used, mem)
+        if k == 0:
+            return -x
+        coef = (Vt[:, :k] * x.unsqueeze(1)).sum(-1)                 # [B, k]
+        return -x + (U[:, :, :k] * coef.unsqueeze(1)).sum(-1)
 
     def rmatvec(x):      # x^T B, x [B, n]
-        return -x + ((x.unsqueeze(1) @ U) @ Vt)[:, 0]
+        k = min(used, mem)
+        if k == 0:
+            return -x
+        coef = (U[:, :, :k] * x.unsqueeze(2)).sum(1)                # [B, k]
+        return -x + (coef.unsqueeze(2) * Vt[:, :k]).sum(1)
 
     z = x0.reshape(B, n)
     fz = f(x0)
     done = tr.record(x0, fz)
     gz = fz.reshape(B, n) - z
     dz = gz.clone()
-    used = 0
     while not done and tr.stat.nstep < max_iter:
         z = z + dz
         fz = f(z.reshape(shape))

@@ -73,12 +73,14 @@ class MPIS(EquilibriumNet):
         stream2_input: 'zeros' (released code; MDEQ feeds only its top branch) or 'downsampled'
             (2x2 average pool of stream 1's input).
         leak, v_th, u_rest, map_scale ('V' | 'V2'), sim_bn, feedback_norm, dropout: see FeedbackSNN.
+        input_crop: centre-crop inputs to this square size first (released N-MNIST: 34 -> 32).
     """
 
     def __init__(self, in_channels: int = 3, input_size=(32, 32), num_classes: int = 10, stem_channels=128,
                  channels=(256, 512, 1024), down_at: int = 2, streams: int = 2, fusion: str = "current",
                  stream2_input: str = "zeros", dropout: float = 0.2, leak: float = 0.999, v_th: float = 2.0,
-                 u_rest: float = 0.0, map_scale: str = "V", feedback_norm: bool = True, sim_bn: str = "running"):
+                 u_rest: float = 0.0, map_scale: str = "V", feedback_norm: bool = True, sim_bn: str = "running",
+                 input_crop: int | None = None):
         super().__init__()
         c1, c2, c3 = (int(c) for c in channels)
         if streams not in (1, 2):
@@ -90,6 +92,11 @@ class MPIS(EquilibriumNet):
         if streams == 1 and fusion != "none":
             fusion = "none"
         H, W = input_size
+        if input_crop is not None:
+            if not 0 < input_crop <= min(H, W):
+                raise ValueError(f"input_crop must be in 1..{min(H, W)} for {H}x{W} inputs, got {input_crop}")
+            H = W = int(input_crop)
+        self.input_crop = input_crop
         if stem_channels:
             self.stem = nn.Sequential(
                 nn.Conv2d(in_channels, stem_channels, 3, padding=1), nn.BatchNorm2d(stem_channels), DB(v_th),
@@ -109,6 +116,13 @@ class MPIS(EquilibriumNet):
         self.downsamp = nn.Sequential(nn.Conv2d(c3, c3, 3, stride=2, padding=1), nn.BatchNorm2d(c3), DB(v_th))
         self.incre = nn.Sequential(nn.Conv2d(c3, c3, 1, bias=False), nn.BatchNorm2d(c3), DB(v_th))
         self.classifier = nn.Linear(c3 * _half(h1) * _half(w1), num_classes)
+
+    def encode(self, x: torch.Tensor, T: int):
+        if self.input_crop is not None:
+            H, W = x.shape[-2:]
+            top, left = (H - self.input_crop) // 2, (W - self.input_crop) // 2
+            x = x[..., top:top + self.input_crop, left:left + self.input_crop]
+        return super().encode(x, T)
 
     def stream_inputs(self, h: torch.Tensor, events: bool) -> list:
         if self.n_streams == 1:

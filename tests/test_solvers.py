@@ -1,0 +1,147 @@
+"""Fixed-point solvers: one signature, known fixed points, statistics, float64 gradcheck.
+
+Every solver finds z = f(z) for batched tensors of any shape and returns (z, SolverStat).
+IDE's released "iter" update is kept to show that it solves (2I - J^T) beta = g instead.
+"""
+import math
+
+import pytest
+import torch
+
+from snnlib.equilibrium import SOLVERS, SolverStat, get_solver, implicit_rates, register_solver
+from snnlib.equilibrium.solvers import anderson, broyden, fixed_point, ide_iter
+
+CONVERGENT = ("broyden", "anderson", "fixed_point")
+DOTTIE = 0.7390851332151607   # z = cos z
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(0)
+    yield
+    torch.set_default_dtype(old)
+
+
+def contractive_system(B=3, n=12, shape=None, gain=0.6):
+    A = torch.randn(B, n, n)
+    A = gain * A / torch.linalg.matrix_norm(A, ord=2).view(B, 1, 1)
+    b = torch.randn(B, n)
+    exact = torch.linalg.solve(torch.eye(n) - A, b.unsqueeze(2))[..., 0]
+    shape = shape or (B, n)
+
+    def f(z):
+        return ((A @ z.reshape(B, n, 1))[..., 0] + b).reshape(shape)
+    return f, exact.reshape(shape), A, b
+
+
+@pytest.mark.parametrize("name", CONVERGENT)
+def test_cosine_fixed_point(name):
+    z, st = get_solver(name)(torch.cos, torch.zeros(4, 3), max_iter=100, tol=1e-12, stop_mode="abs")
+    assert torch.allclose(z, torch.full((4, 3), DOTTIE), atol=1e-10)
+    assert st.converged and st.abs_lowest < 1e-12
+
+
+@pytest.mark.parametrize("name", CONVERGENT)
+@pytest.mark.parametrize("shape", [(3, 12), (3, 3, 2, 2)])
+def test_linear_fixed_point_any_shape(name, shape):
+    f, exact, _, _ = contractive_system(shape=shape)
+    z, st = get_solver(name)(f, torch.zeros(shape), max_iter=200, tol=1e-12)
+    assert z.shape == exact.shape
+    assert torch.allclose(z, exact, atol=1e-9)
+    assert st.converged
+
+
+def test_statistics_are_returned_and_consistent():
+    f, _, _, _ = contractive_system()
+    z, st = broyden(f, torch.zeros(3, 12), max_iter=7, tol=0.0)
+    assert isinstance(st, SolverStat) and st.name == "broyden"
+    assert st.nstep == 7 == len(st.abs_trace) == len(st.rel_trace)
+    assert not st.converged                              # tol = 0 is never reached
+    assert st.abs_lowest <= min(st.abs_trace) + 1e-15   # per-sample best is at least as good
+    assert st.buffer_bytes > 0
+    assert set(st.summary()) == {"nstep", "abs_lowest", "rel_lowest", "converged", "buffer_bytes"}
+    # the returned iterate has the residual reported as the lowest
+    r = float((f(z) - z).norm())
+    assert r == pytest.approx(st.abs_lowest, rel=1e-9)
+
+
+def test_stop_modes_differ_in_scale():
+    f, _, _, _ = contractive_system()
+    big = lambda z: 1e6 * f(z / 1e6)            # same problem, scaled by 1e6
+    _, st_abs = fixed_point(big, torch.zeros(3, 12), max_iter=500, tol=1e-3, stop_mode="abs")
+    _, st_rel = fixed_point(big, torch.zeros(3, 12), max_iter=500, tol=1e-9, stop_mode="rel")
+    assert st_abs.converged and st_rel.converged
+    assert st_abs.rel_trace[-1] < 1e-8 and st_rel.rel_trace[-1] < 1e-9
+
+
+def test_damping_converges_where_plain_iteration_diverges():
+    b = torch.randn(2, 5)
+    f = lambda z: -1.5 * z + b                          # |J| > 1: z <- f(z) diverges
+    with pytest.raises(FloatingPointError, match="diverged"):
+        fixed_point(f, torch.zeros(2, 5), max_iter=3000, tol=1e-14)
+    z, st = fixed_point(f, torch.zeros(2, 5), max_iter=200, tol=1e-12, tau=0.5)
+    assert st.converged and torch.allclose(z, b / 2.5, atol=1e-10)
+
+
+def test_ide_iter_solves_the_wrong_equation():
+    """IDE's "iter" update beta <- (beta + G(beta)) / 2 reaches (2I - J^T)^-1 g, not (I - J^T)^-1 g."""
+    n = 6
+    J = 0.3 * torch.randn(n, n)
+    g = torch.randn(1, n)
+    f = lambda b: b @ J + g                              # J^T beta + g for row vectors
+    z, st = ide_iter(f, g.clone(), max_iter=200, tol=0.0)
+    wrong = torch.linalg.solve(2 * torch.eye(n) - J.T, g.T).T
+    right = torch.linalg.solve(torch.eye(n) - J.T, g.T).T
+    assert torch.allclose(z, wrong, atol=1e-7)
+    assert float((z - right).norm() / right.norm()) > 0.1
+    zc, stc = fixed_point(f, g.clone(), max_iter=400, tol=1e-13, tau=0.5)   # the correct damped update
+    assert torch.allclose(zc, right, atol=1e-9)
+
+
+def test_anderson_history_one_and_per_sample_independence():
+    f, exact, _, _ = contractive_system(B=4)
+    z, _ = anderson(f, torch.zeros(4, 12), max_iter=300, tol=1e-12, m=1)
+    assert torch.allclose(z, exact, atol=1e-8)
+    # samples are solved independently: solving sample 2 alone gives the same iterate
+    zb, _ = broyden(f, torch.zeros(4, 12), max_iter=12, tol=0.0)
+    g2 = lambda z1: f(torch.cat([torch.zeros(2, 12), z1, torch.zeros(1, 12)]))[2:3]
+    z1, _ = broyden(g2, torch.zeros(1, 12), max_iter=12, tol=0.0)
+    assert torch.allclose(zb[2:3], z1, atol=1e-10)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="stop_mode"):
+        broyden(torch.cos, torch.zeros(2, 2), stop_mode="max")
+    with pytest.raises(ValueError, match="max_iter"):
+        anderson(torch.cos, torch.zeros(2, 2), max_iter=0)
+    with pytest.raises(ValueError, match="tau"):
+        fixed_point(torch.cos, torch.zeros(2, 2), tau=1.5)
+    with pytest.raises(ValueError, match="batched"):
+        broyden(torch.cos, torch.zeros(()))
+    with pytest.raises(ValueError, match="unknown solver 'newton'.*broyden"):
+        get_solver("newton")
+    with pytest.raises(KeyError, match="already registered"):
+        register_solver("broyden", broyden)
+
+
+def _deq(x, W, backward):
+    """z* = tanh(W z* + x) solved tightly, with the implicit gradient."""
+    with torch.no_grad():
+        z, _ = broyden(lambda z: torch.tanh(z @ W.T + x), torch.zeros_like(x), max_iter=100, tol=1e-14)
+    a = z.detach().requires_grad_()
+    fa = torch.tanh(a @ W.T + x)
+    return implicit_rates(fa, a, backward=backward, max_iter=200, tol=1e-13) if backward != "exact" else \
+        implicit_rates(fa, a, backward="exact")
+
+
+@pytest.mark.parametrize("backward", ["broyden", "anderson", "fixed_point", "exact"])
+def test_implicit_layer_gradcheck(backward):
+    x = torch.randn(2, 5, requires_grad=True)
+    W = (0.5 * torch.randn(5, 5) / math.sqrt(5)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, W: _deq(x, W, backward), (x, W), eps=1e-6, atol=1e-6)
+
+
+def test_registry_lists_every_solver():
+    assert set(CONVERGENT) | {"ide_iter"} <= set(SOLVERS)
