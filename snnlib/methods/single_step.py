@@ -96,3 +96,27 @@ def evaluate_seeds(record: dict, seeds, *, test_subset: int | None = None, devic
         ev = evaluate(method, test, {**cfg, "eval_seed": int(s)}, torch.device(device), DTYPES[cfg["dtype"]])
         out.append({"eval_seed": int(s), "test_acc": ev["test_acc"]})
     return out
+
+
+def energy_of_run(record: dict, *, samples: int = 256, eval_seed: int | None = None, T: int | None = None,
+                  part_fn=None, device="cpu") -> dict:
+    """Counted operations and energy per sample of a finished run on ``samples`` test images.
+
+    Works for any method (the BPTT baselines too): the method's own ``predict`` runs under an
+    ``EnergyCounter``. ``T`` overrides the method's number of steps/passes (e.g. the same T = 1
+    backbone run for T passes). Returns {'table': [rows], 'summary': {...}, 'samples', 'T'}.
+    """
+    from ..metrics.energy import EnergyCounter
+    from ..train.trainer import DTYPES, build_data
+    from ..data.loader import make_loader
+    model, method, cfg = load_trained(record, device)
+    if T is not None:
+        method.T = int(T)
+    _, test = build_data({**cfg, "data": {**cfg["data"], "test_subset": samples}})
+    x, _ = next(iter(make_loader(test, samples, shuffle=False)))
+    x = x.to(device=device, dtype=DTYPES[cfg["dtype"]])
+    with torch.random.fork_rng(devices=[]), EnergyCounter(model, part_fn) as ec:
+        torch.manual_seed(cfg["eval_seed"] if eval_seed is None else eval_seed)
+        method.predict(x)
+    n = x.shape[0]
+    return {"table": ec.table(n).to_dict("records"), "summary": ec.summary(n), "samples": n, "T": method.T}
