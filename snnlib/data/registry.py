@@ -4,11 +4,16 @@ from __future__ import annotations
 import difflib
 
 from .events import EVENT_SPECS, load_events
+from .synthetic import NUM_CLASSES as SYN_CLASSES
+from .synthetic import NUM_TEST as SYN_TEST
+from .synthetic import NUM_TRAIN as SYN_TRAIN
+from .synthetic import SIZE as SYN_SIZE
+from .synthetic import make_synthetic
 from .tensor_dataset import random_subset
 from .vision import STATIC_SPECS, load_static
 
 DATASET_NAMES = ("fashion_mnist", "mnist", "cifar10", "cifar100", "tinyimagenet",
-                 "nmnist", "cifar10dvs", "fashion_mnist_dvs")
+                 "nmnist", "cifar10dvs", "fashion_mnist_dvs", "synthetic")
 SPLITS = ("train", "test")
 
 
@@ -30,6 +35,10 @@ def dataset_info(name: str) -> dict:
     """Static facts: channels, size (H, W), num_classes, is_events, mean, std, description,
     num_train, num_test (and sensor_size (W, H, P) for event datasets). mean/std are None for events."""
     check_name(name)
+    if name == "synthetic":
+        return {"name": name, "channels": 1, "size": SYN_SIZE, "num_classes": SYN_CLASSES, "is_events": False,
+                "mean": None, "std": None, "description": "SYNTHETIC class templates with noise (tests only)",
+                "num_train": SYN_TRAIN, "num_test": SYN_TEST}
     if name in STATIC_SPECS:
         s = STATIC_SPECS[name]
         counts = {"fashion_mnist": (60000, 10000), "mnist": (60000, 10000), "cifar10": (50000, 10000),
@@ -63,6 +72,8 @@ def get_dataset(name: str, split: str = "train", *, T: int | None = None, subset
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if subset is not None and (isinstance(subset, bool) or int(subset) <= 0):
         raise ValueError(f"subset must be a positive number of samples or None, got {subset!r}")
+    if name == "synthetic":
+        return random_subset(make_synthetic(split), subset, seed)
     if name in EVENT_SPECS:
         if T is None or isinstance(T, bool) or int(T) != T or int(T) <= 0:
             raise ValueError(f"{name} is an event dataset: pass T, the number of frames per sample, as a "

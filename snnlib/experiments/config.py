@@ -24,6 +24,7 @@ DEFAULTS: dict = {
         "name": "fashion_mnist",
         "subset": None,        # train on a seeded random subset of this many samples
         "test_subset": None,
+        "subset_seed": 0,      # seed of the subsets (fixed, so every training seed sees the same data)
         "pad_to": None,        # pad static images to this square size
         "augment": None,       # None: the dataset's default for training
         "batch_size": 128,

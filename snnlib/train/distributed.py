@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .sync_batchnorm import convert_batchnorm
+
 
 @dataclass
 class DistInfo:
@@ -35,10 +37,10 @@ def init_distributed() -> DistInfo:
 
 
 def wrap_ddp(model: torch.nn.Module, info: DistInfo, device: torch.device, **kwargs):
-    """SyncBatchNorm + DistributedDataParallel, so N ranks match one process on the global batch."""
+    """Global batch norm + DistributedDataParallel, so N ranks match one process on the global batch."""
     if not info.enabled:
         return model
-    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = convert_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, **kwargs)
 

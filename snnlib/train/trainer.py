@@ -53,8 +53,8 @@ def build_data(cfg: dict):
     kw = {"T": cfg["T"]} if data_info(cfg).get("is_events") else {}
     if d["pad_to"]:
         kw["pad_to"] = d["pad_to"]
-    train = get_dataset(d["name"], "train", subset=d["subset"], seed=cfg["seed"], augment=d["augment"], **kw)
-    test = get_dataset(d["name"], "test", subset=d["test_subset"], seed=cfg["seed"], augment=False, **kw)
+    train = get_dataset(d["name"], "train", subset=d["subset"], seed=d["subset_seed"], augment=d["augment"], **kw)
+    test = get_dataset(d["name"], "test", subset=d["test_subset"], seed=d["subset_seed"], augment=False, **kw)
     return train, test
 
 
