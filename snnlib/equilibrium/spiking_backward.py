@@ -232,6 +232,7 @@ class SpikeSolve:
     number of nonzero spikes per neuron per step (in [0, 1]). ``saturated[l]``: fraction of
     neurons whose |r| reached 0.95 V_b (rates clip there: scale too large). ``sops``: synaptic
     operations of the transposed, gated spikes over all T_b steps (whole batch), when counted.
+    ``history``: {k: SpikeSolve of the first k steps} for the requested checkpoints.
     """
 
     rates: list
@@ -242,6 +243,7 @@ class SpikeSolve:
     scale: float
     sops: int | None = None
     sops_per_layer: list = field(default_factory=list)
+    history: dict = field(default_factory=dict)
 
 
 def _check_solve_args(g, transposes, masks, T_b, V, scale, v_th_b, u_rest_b):
@@ -265,7 +267,7 @@ def _check_solve_args(g, transposes, masks, T_b, V, scale, v_th_b, u_rest_b):
 @torch.no_grad()
 def ternary_solve(g: torch.Tensor, transposes, masks, *, T_b: int, V: float, scale: float = 1.0,
                   v_th_b: float = 0.5, u_rest_b: float | None = None, leak: float = 1.0,
-                  count_sops: bool = False) -> SpikeSolve:
+                  count_sops: bool = False, checkpoints=()) -> SpikeSolve:
     """Run the ternary backward neurons for ``T_b`` steps; returns a ``SpikeSolve``.
 
     Args:
@@ -277,6 +279,9 @@ def ternary_solve(g: torch.Tensor, transposes, masks, *, T_b: int, V: float, sca
         v_th_b, u_rest_b: backward thresholds +-v_th_b, reset potential (default -v_th_b, the
             modified reset; 0 gives the plain subtraction of v_th_b). leak: lambda (1 = IF);
             the rates are then lambda-weighted like the forward ones.
+        count_sops: count synaptic operations (needs ``TransposedOp``s).
+        checkpoints: step counts k < T_b at which to also return the result of a k-step solve
+            (the first k steps do not depend on T_b), in ``SpikeSolve.history[k]``.
     Dynamics (step k): v_N += s g + [k >= 1] (1/V) W_N^T(m_1 z_1[k-1]); fire; then for
     l = N-1..1: v_l += (1/V) W_l^T(m_(l+1) z_(l+1)[k]); fire. Memory does not grow with T_b.
     """
@@ -292,6 +297,8 @@ def ternary_solve(g: torch.Tensor, transposes, masks, *, T_b: int, V: float, sca
     nspk = [0.0] * N
     sops = [0] * N
     masks = [m.to(g.dtype) for m in masks]
+    checkpoints = sorted({int(c) for c in checkpoints if 0 < int(c) < T_b})
+    history = {}
     for k in range(T_b):
         for l in range(N - 1, -1, -1):
             if l == N - 1:
@@ -309,23 +316,34 @@ def ternary_solve(g: torch.Tensor, transposes, masks, *, T_b: int, V: float, sca
             z[l], v[l] = ternary_step(x, v[l], leak=leak, v_th=v_th_b, u_rest=u_rest_b)
             acc[l] = leak * acc[l] + z[l] if leak != 1.0 else acc[l] + z[l]
             nspk[l] += float((z[l] != 0).sum())
+        if k + 1 in checkpoints:
+            history[k + 1] = _solve_result(acc, nspk, sops, masks, k + 1, leak, scale, mag, count_sops)
+    out = _solve_result(acc, nspk, sops, masks, T_b, leak, scale, mag, count_sops)
+    out.history = history
+    return out
+
+
+def _solve_result(acc, nspk, sops, masks, T_b, leak, scale, mag, count_sops) -> SpikeSolve:
     c = rate_normaliser(T_b, leak)
     rates = [a / c for a in acc]   # in units of the input current: z carries the magnitude V_b
     beta = [r / scale for r in rates]
     firing = [n / (T_b * m.numel()) for n, m in zip(nspk, masks)]
-    saturated = [float((r.abs() >= 0.95 * mag).to(g.dtype).mean()) for r in rates]
+    saturated = [float((r.abs() >= 0.95 * mag).to(r.dtype).mean()) for r in rates]
     return SpikeSolve(rates=rates, beta=beta, firing=firing, saturated=saturated, T_b=T_b, scale=float(scale),
-                      sops=sum(sops) if count_sops else None, sops_per_layer=sops if count_sops else [])
+                      sops=sum(sops) if count_sops else None, sops_per_layer=list(sops) if count_sops else [])
 
 
 @torch.no_grad()
-def dense_solve(g: torch.Tensor, transposes, masks, *, V: float, tol: float = 1e-12, max_iter: int = 100000):
-    """The same system solved without spikes: beta = g + J^T beta iterated to ``tol``.
+def dense_solve(g: torch.Tensor, transposes, masks, *, V: float, tol: float | None = None, max_iter: int = 100000):
+    """The same system solved without spikes: beta = g + J^T beta iterated until the largest
+    change is below ``tol`` times the largest |beta| (default: 100 machine epsilons of g's dtype).
 
     Returns (beta per layer, number of sweeps). Used as the exact reference of ``ternary_solve``
     for the masks of one forward pass (it converges when the loop gain is < 1).
     """
     N = len(masks)
+    if tol is None:
+        tol = 100 * torch.finfo(g.dtype).eps
     masks = [m.to(g.dtype) for m in masks]
     beta = [torch.zeros_like(m, dtype=g.dtype) for m in masks]
     for it in range(1, max_iter + 1):
@@ -371,3 +389,151 @@ def cosine(a, b) -> float:
     a, b = a.reshape(-1).double(), b.reshape(-1).double()
     den = float(a.norm() * b.norm())
     return float(a @ b) / den if den > 0 else float("nan")
+
+
+# ----------------------------------------------------------------------------------------------
+# SPIDE as a backward of the shared implicit machinery
+# ----------------------------------------------------------------------------------------------
+def _call_map(m, a, target_shape):
+    """Apply a ``SynapseMap`` to a_l, fixing a transposed convolution's output size to the layer's."""
+    if len(target_shape) == 4 and hasattr(m, "linear"):
+        return m(a, output_size=tuple(target_shape[-2:]))
+    return m(a)
+
+
+def _map_transpose(m, in_shape, out_shape) -> TransposedOp:
+    """Transpose of a ``SynapseMap`` (op -> [dropout]) between two layers of known shapes."""
+    if getattr(m, "has_bn", False):
+        raise ValueError("SPIDE's spiking backward needs synaptic maps without BatchNorm (the SPIDE models have none)")
+    op = m.op if hasattr(m, "op") else m
+    if hasattr(op, "spide_transpose"):
+        t_op = TransposedOp(op.spide_transpose, op.spide_transpose, f"{type(op).__name__}^T")
+    else:
+        last = op[-1] if isinstance(op, nn.Sequential) else op
+        if isinstance(last, nn.ConvTranspose2d):   # the output size comes from the target layer
+            t_op = transpose_of(op, in_shape, out_shape)
+        else:
+            t_op = transpose_of(op, in_shape)
+    drop = getattr(m, "drop", None)
+    if drop is None:
+        return t_op
+    d_op = _dropout_t(drop)
+    return TransposedOp(lambda y: t_op(d_op(y)), lambda y: t_op.reach(d_op.reach(y)), f"{t_op.name} . dropout^T")
+
+
+def stream_transposes(stream, shapes) -> list:
+    """``TransposedOp`` of every map of a ``Stream``: entry l maps layer (l+1) % N back to layer l.
+
+    ``shapes``: the N layer shapes [B, ...] (e.g. of the simulated rates)."""
+    maps = stream.layer_maps()
+    N = len(maps)
+    if len(shapes) != N:
+        raise ValueError(f"the stream has {N} layers but {len(shapes)} shapes were given")
+    return [_map_transpose(m, tuple(shapes[l]), tuple(shapes[(l + 1) % N])) for l, m in enumerate(maps)]
+
+
+def layer_masks(rates) -> list:
+    """m_l = 1[0 < a_l < 1]: the neurons whose rate is not clipped (the clamp's derivative)."""
+    return [((a > 0) & (a < 1)).to(a.dtype) for a in rates]
+
+
+def apply_rate_gradients(snn, drive, rates, masks, beta) -> None:
+    """Accumulate SPIDE's parameter gradients of one stream into ``.grad``.
+
+    Loop maps: dL/dtheta_l from a_l (forward rate) and (1/V) m * beta of the target layer.
+    Input map (and anything before it): the current I = F(x) (x_bar for events) receives the
+    cotangent (1/V) m_1 * beta_1 through the drive's graph."""
+    stream = snn.streams[0]
+    maps = stream.layer_maps()
+    N = len(maps)
+    V = snn.map_divisor
+    tgt = [(l + 1) % N for l in range(N)]
+    wrapped = [(lambda a, m=m, shp=tuple(rates[t].shape): _call_map(m, a, shp)) for m, t in zip(maps, tgt)]
+    rate_weight_grads(wrapped, list(rates), [masks[t] for t in tgt], [beta[t] for t in tgt], V=V)
+    I = drive.static[0]
+    if I.requires_grad:
+        torch.autograd.backward(I, (masks[0] * beta[0] / V).to(I.dtype), retain_graph=True)
+
+
+def _spide_problem(problem):
+    ctx = problem.context
+    if ctx is None or not hasattr(ctx, "simulation"):
+        raise ValueError("the SPIDE backwards need the EquilibriumContext of equilibrium_forward (snn, drive, "
+                         "simulation); call them through snnlib.equilibrium.equilibrium_forward")
+    snn, drive, sim = ctx.snn, ctx.drive, ctx.simulation
+    if len(snn.streams) != 1:
+        raise ValueError(f"SPIDE's backward supports one stream, the network has {len(snn.streams)}")
+    if snn.map_scale != "V":
+        raise ValueError("SPIDE's backward needs the rate map scaled by 1/V (map_scale='V')")
+    rates = sim.rates[0]
+    g = snn.unpack(problem.grad, sim.last)[0]
+    return snn, drive, rates, g
+
+
+@dataclass
+class SpikeBackwardStat:
+    """Statistics of one SPIDE backward (``summary()`` feeds the per-step training statistics)."""
+
+    solve: SpikeSolve | None
+    nstep: int
+    buffer_bytes: int
+    names: list
+
+    def summary(self) -> dict:
+        out = {"nstep": self.nstep, "abs_lowest": float("nan"), "rel_lowest": float("nan"),
+               "buffer_bytes": self.buffer_bytes}
+        if self.solve is not None:
+            s = self.solve
+            n = [m for m in s.rates]
+            total = sum(t.numel() for t in n)
+            out["backward_firing"] = sum(f * t.numel() for f, t in zip(s.firing, n)) / total
+            out["saturated"] = sum(f * t.numel() for f, t in zip(s.saturated, n)) / total
+            if s.sops is not None:
+                out["backward_sops"] = float(s.sops)
+        return out
+
+    def per_layer(self) -> dict:
+        """{layer name: backward firing rate} (spikes per neuron per step)."""
+        if self.solve is None:
+            return {}
+        return dict(zip(self.names, self.solve.firing))
+
+
+def _register():
+    from .implicit import BACKWARDS, register_backward
+
+    if "spike" in BACKWARDS:
+        return
+
+    @register_backward("spike")
+    def spike_backward(problem, *, T_b: int = 250, scale: float = 1.0, loss_scaled: bool = False,
+                       v_th_b: float = 0.5, u_rest_b: float | None = None, count_sops: bool = False, **_):
+        """SPIDE: ternary spiking neurons solve the per-layer system for T_b steps; the parameter
+        gradients are written from the forward rates and the backward signed rates.
+
+        ``scale``: s (the last layer integrates s g per step). ``loss_scaled=True``: the loss was
+        already multiplied by s (the released recipe), so g is fed as it is and the gradients stay
+        s-scaled. Returns a zero cotangent for f: the gradients are already in ``.grad``."""
+        snn, drive, rates, g = _spide_problem(problem)
+        masks = layer_masks(rates)
+        tr = stream_transposes(snn.streams[0], [r.shape for r in rates])
+        s = 1.0 if loss_scaled else float(scale)
+        sol = ternary_solve(g, tr, masks, T_b=int(T_b), V=snn.map_divisor, scale=s, v_th_b=v_th_b,
+                            u_rest_b=u_rest_b, leak=snn.leak, count_sops=count_sops)
+        apply_rate_gradients(snn, drive, rates, masks, sol.beta)
+        nbytes = sum(3 * r.numel() * r.element_size() for r in rates)
+        return torch.zeros_like(problem.grad), SpikeBackwardStat(sol, int(T_b), nbytes, snn.layer_names()[0])
+
+    @register_backward("spide_exact")
+    def spide_exact_backward(problem, *, tol: float | None = None, **_):
+        """SPIDE's per-layer system with the same masks and forward rates, solved without spikes
+        (the T_b -> infinity limit of ``spike``); same rate-based parameter gradients."""
+        snn, drive, rates, g = _spide_problem(problem)
+        masks = layer_masks(rates)
+        tr = stream_transposes(snn.streams[0], [r.shape for r in rates])
+        beta, sweeps = dense_solve(g, tr, masks, V=snn.map_divisor, tol=tol)
+        apply_rate_gradients(snn, drive, rates, masks, beta)
+        return torch.zeros_like(problem.grad), SpikeBackwardStat(None, sweeps, 0, snn.layer_names()[0])
+
+
+_register()
