@@ -240,19 +240,35 @@ def spide_cifarnet_f(in_channels: int = 3, input_size=(32, 32), num_classes: int
 @register_model("spide_dvs_convnet")
 class SPIDEDVSConvNet(SPIDENet):
     """CIFAR10-DVS ConvNet: 512C9 s2 p4 on 2x48x48 event frames (-> 24x24), self-recurrent 5x5
-    conv feedback 512 -> 512 without bias (Frobenius bound 10), no dropout. 9.59M params."""
+    conv feedback 512 -> 512 without bias (Frobenius bound 10), no dropout. 9.59M params.
+
+    Frames of another size (the DVS128's 128x128) are resized to ``frame_size`` inside ``encode``
+    (bilinear, as the reference resizes its frames to 48); ``input_size`` is then ignored.
+    """
 
     def __init__(self, in_channels: int = 2, input_size=(48, 48), num_classes: int = 10, channels: int = 512,
-                 dropout: float = 0.0, leak: float = 1.0, v_th: float = 1.0, u_rest: float | None = None,
-                 fb_bound: float = 10.0, fb_probes: int | None = None):
+                 frame_size: int | None = 48, dropout: float = 0.0, leak: float = 1.0, v_th: float = 1.0,
+                 u_rest: float | None = None, fb_bound: float = 10.0, fb_probes: int | None = None):
         super().__init__()
         c = int(channels)
+        self.frame_size = None if frame_size is None else (int(frame_size), int(frame_size))
+        size = self.frame_size or tuple(input_size)
         inp = SynapseMap(init_weights_(nn.Conv2d(in_channels, c, 9, stride=2, padding=4), "kaiming"), None, dropout)
         fbop = init_weights_(nn.Conv2d(c, c, 5, padding=2, bias=False), "kaiming")
         fb = SynapseMap(frobenius_bound(fbop, fb_bound, fb_probes), None, dropout)
         self.snn = _snn(Stream(inp, [], fb), leak, v_th, u_rest)
-        h, w = (_out(s, 9, 2, 4) for s in input_size)
+        h, w = (_out(s, 9, 2, 4) for s in size)
         self.classifier = nn.Linear(c * h * w, num_classes)
+
+    def encode(self, x: torch.Tensor, T: int):
+        inputs, events = super().encode(x, T)
+        h = inputs[0]
+        if self.frame_size is not None and tuple(h.shape[-2:]) != self.frame_size:
+            lead = h.shape[:-3]
+            flat = h.reshape(-1, *h.shape[-3:])
+            flat = nn.functional.interpolate(flat, size=self.frame_size, mode="bilinear", align_corners=False)
+            h = flat.reshape(*lead, *flat.shape[1:])
+        return [h], events
 
 
 @register_model("spide_fc")
