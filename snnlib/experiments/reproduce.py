@@ -19,10 +19,19 @@ from .config import canonical_json, load_yaml
 from .io import read_json, write_json
 from .provenance import code_version
 
-NOTEBOOKS = ["00_quickstart", "01_ide_mpis", "02_spide", "03_ottt_saf", "04_min_latency", "05_summary"]
 SCALES = ("smoke", "cpu", "paper")
 #: rough minutes per notebook at cpu scale, for the first estimate before any run is timed
 FIRST_GUESS_MIN = {"smoke": 1.0, "cpu": 10.0, "paper": 600.0}
+
+
+def notebooks_dir() -> Path:
+    """``$SNNLIB_NOTEBOOKS`` or ``<repo>/notebooks``."""
+    return Path(os.environ.get("SNNLIB_NOTEBOOKS", ROOT / "notebooks"))
+
+
+def notebooks() -> list[str]:
+    """Notebook names in execution order: every ``NN_name.ipynb``, sorted by its number."""
+    return sorted(p.stem for p in notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
 
 
 def notebook_params(nb: str, scale: str) -> dict:
@@ -35,7 +44,7 @@ def notebook_params(nb: str, scale: str) -> dict:
 
 
 def notebook_key(nb: str, params: dict) -> str:
-    src = (ROOT / "notebooks" / f"{nb}.ipynb").read_bytes()
+    src = (notebooks_dir() / f"{nb}.ipynb").read_bytes()
     h = hashlib.sha256(src + canonical_json(params).encode() + code_version().encode())
     return h.hexdigest()[:16]
 
@@ -60,8 +69,8 @@ def execute(nb: str, scale: str, *, log_output: bool = True) -> float:
     t0 = time.perf_counter()
     env_threads = os.environ.get("OMP_NUM_THREADS")
     try:
-        pm.execute_notebook(str(ROOT / "notebooks" / f"{nb}.ipynb"), str(tmp), parameters=params,
-                            kernel_name="python3", cwd=str(ROOT / "notebooks"), log_output=log_output,
+        pm.execute_notebook(str(notebooks_dir() / f"{nb}.ipynb"), str(tmp), parameters=params,
+                            kernel_name="python3", cwd=str(notebooks_dir()), log_output=log_output,
                             progress_bar=False)
     except BaseException:
         if tmp.exists():
@@ -78,7 +87,7 @@ def reproduce(scale: str = "cpu", only: list[str] | None = None, *, log_output: 
     """Execute the notebooks in order, skipping the current ones, with progress and an estimate."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {SCALES}")
-    nbs = [n for n in NOTEBOOKS if (ROOT / "notebooks" / f"{n}.ipynb").exists()]
+    nbs = notebooks()
     if only:
         unknown = set(only) - set(nbs)
         if unknown:

@@ -47,3 +47,25 @@ def mean_sd(df: pd.DataFrame, by=("name",), metric: str = "test_acc") -> pd.Data
     """Mean, standard deviation and count over seeds of the final ``metric``."""
     f = final(df, metric)
     return f.groupby(list(by))["value"].agg(["mean", "std", "count"]).reset_index()
+
+
+def save_runs(records: list[dict], notebook: str, scale: str, *, append: bool = True) -> pd.DataFrame:
+    """Write the tidy table of a notebook's runs to ``results/<notebook>/<scale>/runs.csv``
+    (merged with what the notebook saved before unless ``append=False``); ``05_summary`` reads them all."""
+    from .io import write_text
+    path = results_dir() / notebook / scale / "runs.csv"
+    df = tidy(records)
+    df.insert(0, "notebook", notebook)
+    if append and path.exists():
+        df = pd.concat([pd.read_csv(path), df]).drop_duplicates(
+            subset=["notebook", "name", "method", "dataset", "T", "seed", "epoch", "metric"], keep="last")
+    write_text(path, df.to_csv(index=False))
+    return df
+
+
+def load_runs(scale: str) -> pd.DataFrame:
+    """Every notebook's saved runs at ``scale`` as one tidy table (empty when none)."""
+    parts = [pd.read_csv(p) for p in sorted(results_dir().glob(f"*/{scale}/runs.csv"))]
+    if not parts:
+        return pd.DataFrame(columns=["notebook"] + COLUMNS)
+    return pd.concat(parts, ignore_index=True)

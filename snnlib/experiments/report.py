@@ -1,0 +1,102 @@
+"""``figures/REPORT.md``: every claim of every paper with what we measured and the verdict."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+
+from ..paths import figures_dir
+from .claims import load_claims
+from .io import write_text
+from .provenance import git_commit, machine
+
+#: claim-id prefix -> paper heading, in report order
+PAPERS = {
+    "bptt": "BPTT baseline (00_quickstart)",
+    "ide": "IDE: implicit differentiation on the equilibrium state (NeurIPS 2021)",
+    "mpis": "MPIS-SNN: multi-parallel implicit streams (ECCV 2024)",
+    "spide": "SPIDE: purely spike-based implicit differentiation (Neural Networks 2023)",
+    "ottt": "OTTT: online training through time (NeurIPS 2022)",
+    "saf": "SAF: spike accumulation forwarding (TMLR 2024)",
+    "minlat": "Minimum-latency single-step SNN (ACML 2023)",
+}
+
+
+def _fmt(v) -> str:
+    if isinstance(v, dict):
+        main = v.get("value")
+        rest = ", ".join(f"{k}={_fmt(x)}" for k, x in v.items() if k != "value" and not isinstance(x, (dict, list)))
+        return f"{_fmt(main)}" + (f" ({rest})" if rest else "")
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+            return f"{v:.3g}"
+        return f"{v:.4g}"
+    if v is None:
+        return "n/a"
+    return str(v).replace("|", "/")
+
+
+def _published(p) -> str:
+    if not p:
+        return "–"
+    if isinstance(p, dict):
+        val = _fmt(p.get("value"))
+        unit = p.get("unit", "")
+        tag = p.get("tag", "")
+        src = p.get("source", "")
+        return f"{val}{(' ' + unit) if unit and unit != '%' else unit} [{tag}] {src}".strip()
+    return _fmt(p)
+
+
+def claims_markdown(claims: list[dict]) -> str:
+    groups: dict[str, list[dict]] = {}
+    for c in claims:
+        groups.setdefault(c["id"].split(".", 1)[0], []).append(c)
+    order = [k for k in PAPERS if k in groups] + sorted(k for k in groups if k not in PAPERS)
+    out = []
+    for key in order:
+        cs = sorted(groups[key], key=lambda c: c["id"])
+        n_hold = sum(c["holds"] for c in cs)
+        out.append(f"## {PAPERS.get(key, key)}\n")
+        out.append(f"{n_hold} of {len(cs)} claims hold here.\n")
+        out.append("| claim | statement | measured | threshold | verdict | published | source |")
+        out.append("|---|---|---|---|---|---|---|")
+        for c in cs:
+            verdict = "holds" if c["holds"] else "**does not hold**"
+            if c.get("kind") == "correctness":
+                verdict += " (asserted)"
+            out.append(f"| `{c['id']}` | {_fmt(c['statement'])} | {_fmt(c['measured'])} | {_fmt(c['threshold'])} | "
+                       f"{verdict} | {_published(c.get('published'))} | {_fmt(c['source'])} |")
+            if c.get("note"):
+                out.append(f"| | *note:* {_fmt(c['note'])} | | | | | |")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_report(scale: str, *, figures: list[str] | None = None, extra: str = "") -> Path:
+    """Write ``REPORT.md`` for ``scale`` from every notebook's claims ledger; returns its path."""
+    claims = load_claims(scale)
+    m = machine()
+    date = os.environ.get("SNNLIB_REPORT_DATE") or _dt.date.today().isoformat()
+    head = [f"# snnlib report: which claims hold here ({scale} scale)", "",
+            f"- commit: `{git_commit() or 'unknown'}`",
+            f"- date: {date}",
+            f"- machine: {m['cpu']}, {m['cores']} cores, torch threads {m['torch_threads']}, "
+            f"GPU: {m['cuda'] or 'none'}",
+            f"- scale: `{scale}` (configs/<notebook>/{scale}.yaml)", "",
+            "Each claim: the paper's statement, what we measured, the threshold it is judged by, and the "
+            "verdict. *Correctness* claims (asserted) test the implementation; *result* claims are recorded "
+            "whichever way they come out. Published numbers carry their reliability tag "
+            "(paper-abstract, ref-readme, ref-code, openreview, derived, unverified).", ""]
+    body = claims_markdown(claims)
+    n = len(claims)
+    held = sum(c["holds"] for c in claims)
+    summary = f"**{held} of {n} claims hold at {scale} scale.**\n"
+    figs = ""
+    if figures:
+        figs = "\n## Figures\n\n" + "\n".join(f"- [{Path(f).stem}]({f})" for f in figures) + "\n"
+    path = figures_dir(scale) / "REPORT.md"
+    write_text(path, "\n".join(head) + summary + "\n" + extra + body + figs)
+    return path
