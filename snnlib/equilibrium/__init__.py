@@ -16,6 +16,7 @@ from .implicit import (BACKWARDS, BackwardProblem, BackwardRecord, EquilibriumCo
                        ImplicitSolveWarning, backward_names, dense_jacobian, equilibrium_forward, implicit_rates,
                        register_backward)
 from .solvers import SOLVERS, SolverStat, anderson, broyden, fixed_point, get_solver, ide_iter, register_solver
+from . import spiking_backward  # noqa: E402,F401  (registers SPIDE's "spike" and "spide_exact" backwards)
 
 __all__ = [
     "SOLVERS", "SolverStat", "anderson", "broyden", "fixed_point", "ide_iter", "get_solver", "register_solver",

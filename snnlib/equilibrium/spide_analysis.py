@@ -186,3 +186,20 @@ def rate_error(net, x, Ts, *, variants=("zero", "modified")) -> list[dict]:
     finally:
         snn.v_th, snn.u_rest = saved
     return rows
+
+
+def training_firing(records) -> list[dict]:
+    """Per-epoch training firing rates from run records (``step_stats`` of ``spide`` and ``ide``).
+
+    Rows: name, method, seed, epoch, layer, phase ('forward' or 'backward'), rate (spikes per
+    neuron per step, averaged over the epoch's training steps)."""
+    rows = []
+    for r in records:
+        for h in r["history"]:
+            rates = (h.get("step_stats") or {}).get("rates") or {}
+            for key, value in rates.items():
+                phase, _, layer = key.partition(".") if key.split(".")[0] in ("forward", "backward") \
+                    else ("forward", "", key)
+                rows.append({"name": r.get("name") or r["method"], "method": r["method"], "seed": r["seed"],
+                             "epoch": h["epoch"], "layer": layer, "phase": phase, "rate": float(value)})
+    return rows
