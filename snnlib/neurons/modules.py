@@ -13,9 +13,11 @@ import torch
 from torch import nn
 
 from . import functional as F
+from .fused import lif_multistep_fused
 from .surrogate import get_surrogate
 
 STEP_MODES = ("s", "m")
+BACKENDS = ("fused", "torch")
 
 
 class MemoryModule(nn.Module):
@@ -94,6 +96,9 @@ class LIFNode(MemoryModule):
         u_rest: reset potential of the soft reset (SPIDE: -v_th).
         surrogate: name, dict or ``Surrogate``; default sigmoid(alpha=4).
         detach_reset: no gradient through the spike in the reset term.
+        backend: multi-step kernel: 'fused' (one autograd node over the sequence, saves only
+            the pre-spike potential; ``neurons.fused``) or 'torch' (the reference loop over
+            ``functional.lif_step``). Both give the same spikes and gradients.
     State: ``v`` (post-reset potential), 0. before the first step.
     """
 
@@ -107,8 +112,12 @@ class LIFNode(MemoryModule):
         surrogate="sigmoid",
         detach_reset: bool = False,
         step_mode: str = "s",
+        backend: str = "fused",
     ):
         super().__init__(step_mode)
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+        self.backend = backend
         if not 0.0 < leak <= 1.0:
             raise ValueError(f"leak must be in (0, 1], got {leak}")
         if reset not in F.RESETS:
@@ -129,9 +138,21 @@ class LIFNode(MemoryModule):
         s, self.v = F.lif_step(x, v, **self.step_kwargs())
         return s
 
+    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        # subclasses that change the single step keep the generic loop
+        if self.backend != "fused" or type(self).single_step_forward is not LIFNode.single_step_forward:
+            return super().multi_step_forward(x_seq)
+        v = self.v
+        if isinstance(v, torch.Tensor):
+            v0 = v if v.shape == x_seq.shape[1:] else None     # as single_step_forward: a stale shape starts at 0
+        else:
+            v0 = None if float(v) == 0.0 else torch.full_like(x_seq[0], float(v))
+        s, self.v = lif_multistep_fused(x_seq, v0, **self.step_kwargs())
+        return s
+
     def extra_repr(self) -> str:
         return (f"leak={self.leak}, v_th={self.v_th}, reset={self.reset_mode}, u_rest={self.u_rest}, "
-                f"detach_reset={self.detach_reset}, step_mode={self.step_mode}")
+                f"detach_reset={self.detach_reset}, step_mode={self.step_mode}, backend={self.backend}")
 
 
 class IFNode(LIFNode):
