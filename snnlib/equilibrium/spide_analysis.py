@@ -203,3 +203,12 @@ def training_firing(records) -> list[dict]:
                 rows.append({"name": r.get("name") or r["method"], "method": r["method"], "seed": r["seed"],
                              "epoch": h["epoch"], "layer": layer, "phase": phase, "rate": float(value)})
     return rows
+
+
+def ide_backward_steps(net, x, y, *, T: int, max_iter: int = 30, tol: float = 1e-6) -> int:
+    """Iterations IDE's Broyden backward takes on one batch (for the energy comparison)."""
+    from .implicit import equilibrium_forward
+    res = equilibrium_forward(net, x, T, backward="broyden", max_iter=max_iter, tol=tol, warn_tol=math.inf)
+    F.cross_entropy(res.logits, y).backward()
+    net.zero_grad(set_to_none=True)
+    return int(res.record.stats["nstep"])

@@ -294,7 +294,7 @@ def ternary_solve(g: torch.Tensor, transposes, masks, *, T_b: int, V: float, sca
     v = [torch.zeros_like(m, dtype=g.dtype) for m in masks]
     z = [torch.zeros_like(m, dtype=g.dtype) for m in masks]
     acc = [torch.zeros_like(m, dtype=g.dtype) for m in masks]
-    nspk = [0.0] * N
+    nspk = [torch.zeros((), dtype=torch.int64, device=g.device) for _ in range(N)]   # on device: no sync per step
     sops = [0] * N
     masks = [m.to(g.dtype) for m in masks]
     checkpoints = sorted({int(c) for c in checkpoints if 0 < int(c) < T_b})
@@ -315,7 +315,7 @@ def ternary_solve(g: torch.Tensor, transposes, masks, *, T_b: int, V: float, sca
                     sops[l] += transposes[l].sops(gated)
             z[l], v[l] = ternary_step(x, v[l], leak=leak, v_th=v_th_b, u_rest=u_rest_b)
             acc[l] = leak * acc[l] + z[l] if leak != 1.0 else acc[l] + z[l]
-            nspk[l] += float((z[l] != 0).sum())
+            nspk[l] = nspk[l] + (z[l] != 0).sum()
         if k + 1 in checkpoints:
             history[k + 1] = _solve_result(acc, nspk, sops, masks, k + 1, leak, scale, mag, count_sops)
     out = _solve_result(acc, nspk, sops, masks, T_b, leak, scale, mag, count_sops)
@@ -327,7 +327,7 @@ def _solve_result(acc, nspk, sops, masks, T_b, leak, scale, mag, count_sops) -> 
     c = rate_normaliser(T_b, leak)
     rates = [a / c for a in acc]   # in units of the input current: z carries the magnitude V_b
     beta = [r / scale for r in rates]
-    firing = [n / (T_b * m.numel()) for n, m in zip(nspk, masks)]
+    firing = [float(n) / (T_b * m.numel()) for n, m in zip(nspk, masks)]
     saturated = [float((r.abs() >= 0.95 * mag).to(r.dtype).mean()) for r in rates]
     return SpikeSolve(rates=rates, beta=beta, firing=firing, saturated=saturated, T_b=T_b, scale=float(scale),
                       sops=sum(sops) if count_sops else None, sops_per_layer=list(sops) if count_sops else [])
