@@ -57,7 +57,8 @@ BACKWARDS: dict[str, Callable] = {}
 
 
 def register_backward(name: str):
-    """Decorator: ``fn(problem: BackwardProblem, **options) -> (beta, stats: dict)``."""
+    """Decorator: ``fn(problem: BackwardProblem, **options) -> (beta, stats: dict)``; beta None means
+    the backward has already accumulated its gradients into ``.grad`` (nothing is backpropagated through f)."""
     def deco(fn):
         if name in BACKWARDS:
             raise KeyError(f"backward {name!r} is already registered")
@@ -176,6 +177,8 @@ def implicit_rates(fa: torch.Tensor, a: torch.Tensor, *, backward: str = "broyde
         beta, stat = fn(problem, **options)
         stats = _as_dict(stat)
         record.stat, record.stats, record.called = stat, stats, record.called + 1
+        if beta is None:        # the backward wrote its gradients itself (SPIDE): nothing flows through f
+            return None
         rel = stats.get("rel_lowest", float("nan"))
         if not torch.isfinite(beta).all():
             raise FloatingPointError(f"the {backward} backward returned NaN or inf (relative residual {rel:.3g}); "

@@ -513,7 +513,8 @@ def _register():
 
         ``scale``: s (the last layer integrates s g per step). ``loss_scaled=True``: the loss was
         already multiplied by s (the released recipe), so g is fed as it is and the gradients stay
-        s-scaled. Returns a zero cotangent for f: the gradients are already in ``.grad``."""
+        s-scaled. Returns beta = None: the gradients are already in ``.grad`` and nothing is
+        backpropagated through the rate map f."""
         snn, drive, rates, g = _spide_problem(problem)
         masks = layer_masks(rates)
         tr = stream_transposes(snn.streams[0], [r.shape for r in rates])
@@ -522,7 +523,7 @@ def _register():
                             u_rest_b=u_rest_b, leak=snn.leak, count_sops=count_sops)
         apply_rate_gradients(snn, drive, rates, masks, sol.beta)
         nbytes = sum(3 * r.numel() * r.element_size() for r in rates)
-        return torch.zeros_like(problem.grad), SpikeBackwardStat(sol, int(T_b), nbytes, snn.layer_names()[0])
+        return None, SpikeBackwardStat(sol, int(T_b), nbytes, snn.layer_names()[0])
 
     @register_backward("spide_exact")
     def spide_exact_backward(problem, *, tol: float | None = None, **_):
@@ -533,7 +534,7 @@ def _register():
         tr = stream_transposes(snn.streams[0], [r.shape for r in rates])
         beta, sweeps = dense_solve(g, tr, masks, V=snn.map_divisor, tol=tol)
         apply_rate_gradients(snn, drive, rates, masks, beta)
-        return torch.zeros_like(problem.grad), SpikeBackwardStat(None, sweeps, 0, snn.layer_names()[0])
+        return None, SpikeBackwardStat(None, sweeps, 0, snn.layer_names()[0])
 
 
 _register()
