@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..layers.weight_standardization import ScaledWSConv2d
 from ..neurons import MemoryModule
@@ -31,7 +32,8 @@ from . import register_model
 
 CFGS = {
     "A": [64, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],   # OTTT's VGG-11 layout
-    "small": [32, "M", 64, "M"],                                    # Fashion-MNIST variant
+    "small": [32, "M", 64, "M"],                                    # Fashion-MNIST (paper notes)
+    "mini": [16, "M", 32, "M"],                                     # Fashion-MNIST at cpu scale
     "tiny": [8, "M", 16, "M"],                                      # tests and smoke runs
 }
 SPIKE_SCALE = 2.74
@@ -85,20 +87,32 @@ class OnlineVGG(ModeModule):
     """VGG(sWS) / VGG-F / small conv nets for OTTT, SAF and BPTT (see module doc).
 
     Args:
-        cfg: preset name ("A", "small", "tiny") or list of widths and 'M'.
+        cfg: preset name ("A", "small", "mini", "tiny") or list of widths and 'M'.
         in_channels, num_classes, input_size: filled from the dataset info.
         feedback: VGG-F's feedback conv.
         leak, v_th, surrogate: LIF parameters (OTTT: 0.5, 1.0, sigmoid alpha 4).
         dropout: neuron dropout probability (mask fixed over T).
         ws: scaled weight standardisation on the convs (VGG(sWS)); False gives plain convs.
         spike_scale: factor after every LIF (2.74).
+        fc_hw: the classifier sees the last features average-pooled to fc_hw x fc_hw (OTTT's option;
+            1 = global average pooling, the reference setting; the small nets use more).
+        resize: resample every input frame to resize x resize (bilinear, antialiased) before the first
+            conv; OTTT feeds CIFAR10-DVS at 48x48. A linear map, so SAF's equivalence is kept.
     """
 
     def __init__(self, cfg="A", in_channels: int = 3, num_classes: int = 10, input_size=(32, 32),
                  feedback: bool = False, leak: float = 0.5, v_th: float = 1.0, surrogate="sigmoid",
-                 dropout: float = 0.0, ws: bool = True, spike_scale: float = SPIKE_SCALE):
+                 dropout: float = 0.0, ws: bool = True, spike_scale: float = SPIKE_SCALE, resize: int | None = None,
+                 fc_hw: int = 1):
         super().__init__()
+        if not isinstance(fc_hw, int) or fc_hw <= 0:
+            raise ValueError(f"fc_hw must be a positive int, got {fc_hw!r}")
         cfg = resolve_cfg(cfg)
+        if resize is not None and (not isinstance(resize, int) or resize <= 0):
+            raise ValueError(f"resize must be a positive int (pixels) or None, got {resize!r}")
+        self.resize = resize
+        if resize is not None:
+            input_size = (resize, resize)
         self.leak, self.feedback_enabled = float(leak), bool(feedback)
         blocks, c, pools = [], in_channels, 0
         for i, v in enumerate(cfg):
@@ -111,8 +125,8 @@ class OnlineVGG(ModeModule):
             blocks.append(Block(TraceSynapse(conv, leak=leak, input_layer=not blocks), neuron, post))
             c, pools = v, pools + int(pool)
         self.blocks = nn.ModuleList(blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = TraceSynapse(nn.Linear(c, num_classes), leak=leak)
+        self.pool = nn.AdaptiveAvgPool2d(fc_hw)
+        self.head = TraceSynapse(nn.Linear(c * fc_hw * fc_hw, num_classes), leak=leak)
         self.input_size = tuple(input_size)
         if feedback:
             if input_size[0] % 2**pools or input_size[1] % 2**pools:
@@ -144,6 +158,9 @@ class OnlineVGG(ModeModule):
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """One time step: x [B, C, H, W] -> output [B, K]."""
         h = x
+        if self.resize is not None and tuple(x.shape[-2:]) != (self.resize, self.resize):
+            h = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", antialias=True,
+                              align_corners=False)
         for i, blk in enumerate(self.blocks):
             h = blk.synapse(h)
             if i == 0 and self.feedback is not None and self.feedback_state.features is not None:
@@ -165,25 +182,25 @@ class OnlineVGG(ModeModule):
 @register_model("online_vgg")
 def online_vgg(cfg="A", in_channels: int = 3, num_classes: int = 10, input_size=(32, 32), leak: float = 0.5,
                v_th: float = 1.0, surrogate="sigmoid", dropout: float = 0.0, ws: bool = True,
-               spike_scale: float = SPIKE_SCALE) -> OnlineVGG:
+               spike_scale: float = SPIKE_SCALE, resize: int | None = None, fc_hw: int = 1) -> OnlineVGG:
     """OTTT's VGG(sWS) (cfg "A"): 64,128,AP,256,256,AP,512,512,AP,512,512, GAP, Linear."""
     return OnlineVGG(cfg, in_channels, num_classes, input_size, False, leak, v_th, surrogate, dropout, ws,
-                     spike_scale)
+                     spike_scale, resize, fc_hw)
 
 
 @register_model("online_vggf")
 def online_vggf(cfg="A", in_channels: int = 3, num_classes: int = 10, input_size=(32, 32), leak: float = 0.5,
                 v_th: float = 1.0, surrogate="sigmoid", dropout: float = 0.0, ws: bool = True,
-                spike_scale: float = SPIKE_SCALE) -> OnlineVGG:
+                spike_scale: float = SPIKE_SCALE, resize: int | None = None, fc_hw: int = 1) -> OnlineVGG:
     """OTTT's VGG-F: VGG(sWS) plus the feedback conv from the last features to the first layer."""
     return OnlineVGG(cfg, in_channels, num_classes, input_size, True, leak, v_th, surrogate, dropout, ws,
-                     spike_scale)
+                     spike_scale, resize, fc_hw)
 
 
 @register_model("online_conv")
 def online_conv(cfg="small", in_channels: int = 1, num_classes: int = 10, input_size=(28, 28),
                 feedback: bool = False, leak: float = 0.5, v_th: float = 1.0, surrogate="sigmoid",
-                dropout: float = 0.0, ws: bool = True, spike_scale: float = SPIKE_SCALE) -> OnlineVGG:
-    """Small variant for Fashion-MNIST: sWS-conv 32, AP, 64, AP, GAP, Linear (cfg "small")."""
+                dropout: float = 0.0, ws: bool = True, spike_scale: float = SPIKE_SCALE, fc_hw: int = 1) -> OnlineVGG:
+    """Small variant for Fashion-MNIST: sWS-conv 32, AP, 64, AP, pool to fc_hw x fc_hw, Linear (cfg "small")."""
     return OnlineVGG(cfg, in_channels, num_classes, input_size, feedback, leak, v_th, surrogate, dropout, ws,
-                     spike_scale)
+                     spike_scale, None, fc_hw)

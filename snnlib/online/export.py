@@ -11,6 +11,7 @@ import copy
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..layers.weight_standardization import effective_weight
 from ..neurons import LIFNode, weighted_rate
@@ -39,12 +40,13 @@ def _plain(op: nn.Module) -> nn.Module:
 class LIFNetwork(nn.Module):
     """Feed-forward (optionally feedback) LIF network: [T, B, C, H, W] -> per-step outputs [T, B, K].
 
-    Per step: for each layer, I = conv(input) (+ feedback into the first layer), s = LIF(I),
+    Per step: (optional resize of the input frame,) for each layer, I = conv(input) (+ feedback into the first layer), s = LIF(I),
     then the post ops (x2.74, pooling); output o[t] = Linear(GAP(features)).
     """
 
-    def __init__(self, convs, neurons, posts, pool, head, feedback=None, upsample=None):
+    def __init__(self, convs, neurons, posts, pool, head, feedback=None, upsample=None, resize=None):
         super().__init__()
+        self.resize = resize
         self.convs, self.neurons, self.posts = nn.ModuleList(convs), nn.ModuleList(neurons), nn.ModuleList(posts)
         self.pool, self.head = pool, head
         self.feedback, self.upsample = feedback, upsample
@@ -57,6 +59,9 @@ class LIFNetwork(nn.Module):
         outs, last = [], None
         for x in x_seq:
             h = x
+            if self.resize is not None and tuple(x.shape[-2:]) != (self.resize, self.resize):
+                h = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", antialias=True,
+                                  align_corners=False)
             for i, (conv, neuron, post) in enumerate(zip(self.convs, self.neurons, self.posts)):
                 h = conv(h)
                 if i == 0 and self.feedback is not None and last is not None:
@@ -80,7 +85,8 @@ def export_lif(model: nn.Module) -> LIFNetwork:
         posts.append(copy.deepcopy(blk.post))
     fb = _plain(net.feedback.op) if net.feedback is not None else None
     up = copy.deepcopy(net.upsample) if net.feedback is not None else None
-    return LIFNetwork(convs, neurons, posts, copy.deepcopy(net.pool), _plain(net.head.op), fb, up).eval()
+    return LIFNetwork(convs, neurons, posts, copy.deepcopy(net.pool), _plain(net.head.op), fb, up,
+                      getattr(net, "resize", None)).eval()
 
 
 def readout(outputs: torch.Tensor, rule: str, leak: float) -> torch.Tensor:
