@@ -12,4 +12,10 @@ Layout:
     metrics      accuracy, firing rates, training memory, operation counts and energy
     experiments  configs, run records, tidy tables, the claims ledger, figures, ``make reproduce``
 """
+import os as _os
+
+# Quiet OpenMP workers: on small shared CPUs, spinning threads make steps erratic. Takes effect
+# only when snnlib is imported before torch (the Makefile also exports it).
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"

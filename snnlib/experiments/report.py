@@ -75,8 +75,21 @@ def claims_markdown(claims: list[dict]) -> str:
     return "\n".join(out)
 
 
-def write_report(scale: str, *, figures: list[str] | None = None, extra: str = "") -> Path:
-    """Write ``REPORT.md`` for ``scale`` from every notebook's claims ledger; returns its path."""
+def figure_links(scale: str) -> str:
+    """Markdown list of every PNG figure under figures[/<scale>]/<notebook>/, grouped by notebook."""
+    base = figures_dir(scale)
+    out = []
+    for d in sorted(p for p in base.glob("*") if p.is_dir()):
+        pngs = sorted(d.glob("*.png"))
+        if pngs:
+            links = ", ".join(f"[{p.stem}]({p.relative_to(base).as_posix()})" for p in pngs)
+            out.append(f"- **{d.name}**: {links}")
+    return ("\n## Figures\n\n" + "\n".join(out) + "\n") if out else ""
+
+
+def write_report(scale: str, *, extra: str = "") -> Path:
+    """Write ``REPORT.md`` for ``scale`` from every notebook's claims ledger and the figures on disk;
+    returns its path."""
     claims = load_claims(scale)
     m = machine()
     date = os.environ.get("SNNLIB_REPORT_DATE") or _dt.date.today().isoformat()
@@ -94,9 +107,7 @@ def write_report(scale: str, *, figures: list[str] | None = None, extra: str = "
     n = len(claims)
     held = sum(c["holds"] for c in claims)
     summary = f"**{held} of {n} claims hold at {scale} scale.**\n"
-    figs = ""
-    if figures:
-        figs = "\n## Figures\n\n" + "\n".join(f"- [{Path(f).stem}]({f})" for f in figures) + "\n"
+    figs = figure_links(scale)
     path = figures_dir(scale) / "REPORT.md"
     write_text(path, "\n".join(head) + summary + "\n" + extra + body + figs)
     return path
