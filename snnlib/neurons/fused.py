@@ -3,7 +3,7 @@
 Same maths as looping ``functional.lif_step`` over time (the reference), computed with a
 few in-place ops per step into preallocated buffers. The forward saves one tensor for the
 backward, the pre-spike potential ``h`` [T, B, ...]; the backward recomputes the spikes
-and surrogate derivatives from it (vectorised over T) and runs the linear recurrence
+and surrogate derivatives from it, step by step, and runs the linear recurrence
 
     g_h[t] = A[t] + D[t] * g_v[t],   g_v[t] = leak * g_h[t + 1],   g_x[t] = g_h[t]
 
@@ -96,31 +96,32 @@ class _FusedLIF(torch.autograd.Function):
     def backward(ctx, g_s, g_vT):
         (h_all,) = ctx.saved_tensors
         leak, v_th, reset, u_rest, v_reset, detach_reset, surrogate = ctx.params
-        T = h_all.shape[0]
-        sg = _derivative_(surrogate, h_all - v_th)       # d spike / d h, [T, ...]
-        gx = sg * g_s if g_s is not None else torch.zeros_like(h_all)   # A
-        # D = dv'/dh; None means D = 1 (no reset or a detached soft reset)
-        if reset == "soft" and not detach_reset:
-            D = sg.mul_(-(v_th - u_rest)).add_(1.0)
-        elif reset == "hard":
-            D = torch.lt(h_all, v_th, out=torch.empty_like(h_all))        # 1 - s
-            if not detach_reset:                                          # + (v_reset - h) sg
-                D.addcmul_(sg, h_all, value=-1.0)
-                if v_reset != 0.0:
-                    D.add_(sg, alpha=v_reset)
-        else:
-            D = None
-        del sg
-        if g_vT is not None:
-            if D is None:
-                gx[T - 1].add_(g_vT)
+        # Step by step, newest first, with two [B, ...] work buffers: no temporary the size of
+        # the sequence (large blocks are fresh page-faulted memory on every call).
+        gx = torch.empty_like(h_all)
+        sg = torch.empty_like(h_all[0])
+        D = torch.empty_like(sg) if reset == "hard" else None
+        carry, scale = g_vT, 1.0          # gradient w.r.t. the post-reset potential v[t] is scale * carry
+        for t in range(h_all.shape[0] - 1, -1, -1):
+            h, g = h_all[t], gx[t]
+            _derivative_(surrogate, torch.sub(h, v_th, out=sg))       # d spike[t] / d h[t]
+            if g_s is not None:
+                torch.mul(sg, g_s[t], out=g)                          # A = sg g_s
             else:
-                gx[T - 1].addcmul_(D[T - 1], g_vT)
-        for t in range(T - 2, -1, -1):
-            if D is None:
-                gx[t].add_(gx[t + 1], alpha=leak)
-            else:
-                gx[t].addcmul_(D[t], gx[t + 1], value=leak)
+                g.zero_()
+            if carry is not None:                                     # + D g_v, D = dv[t]/dh[t]
+                if reset == "hard":
+                    torch.lt(h, v_th, out=D)                          # 1 - s
+                    if not detach_reset:                              # + (v_reset - h) sg
+                        D.addcmul_(sg, h, value=-1.0)
+                        if v_reset != 0.0:
+                            D.add_(sg, alpha=v_reset)
+                    g.addcmul_(D, carry, value=scale)
+                else:
+                    g.add_(carry, alpha=scale)
+                    if reset == "soft" and not detach_reset:          # D = 1 - (v_th - u_rest) sg
+                        g.addcmul_(sg, carry, value=-scale * (v_th - u_rest))
+            carry, scale = g, leak
         g_v0 = gx[0] * leak if (ctx.v0_given and ctx.needs_input_grad[1]) else None
         return gx, g_v0, None, None, None, None, None, None, None
 

@@ -1,0 +1,198 @@
+"""``python -m snnlib.bench``: snnlib against SpikingJelly, snnTorch and Norse (``make bench``).
+
+Runs every measurement in its own child process (``snnlib.bench.worker``; this process never
+imports torch), writes ``results/bench/*.json``, a table of ratios (``results/bench/summary.md``,
+also printed) and figures under ``figures/bench/``.
+
+    python -m snnlib.bench                       # the full suite (configs/bench/default.yaml)
+    python -m snnlib.bench --config configs/bench/quick.yaml --out /tmp/bench   # seconds, for tests
+    python -m snnlib.bench --only bptt memory    # some sections (report always runs)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from ..paths import ROOT, results_dir
+
+SECTIONS = ("equality", "bptt", "memory", "ottt", "methods")
+
+
+class Runner:
+    """Starts worker processes, one per measurement, and keeps their JSON results."""
+
+    def __init__(self, cfg: dict, out: Path, log=print):
+        self.cfg, self.out, self.log = cfg, out, log
+        self.work = out / "work"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.batch = self.work / "batch.pt"
+        self.t0 = time.perf_counter()
+        self._n = 0
+
+    def _env(self, memory: bool) -> dict:
+        env = dict(os.environ)
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        env.pop("MALLOC_MMAP_THRESHOLD_", None)        # never when timing
+        if memory:
+            env["MALLOC_MMAP_THRESHOLD_"] = str(self.cfg["memory"]["malloc_mmap_threshold"])
+        return env
+
+    def _files(self, task: str, args: dict):
+        self._n += 1
+        stem = self.work / f"{self._n:03d}_{task}"
+        argf, outf, logf = stem.with_suffix(".args.json"), stem.with_suffix(".out.json"), stem.with_suffix(".log")
+        base = {"batch": str(self.batch), "seed": self.cfg["seed"], "spec": self.cfg.get("spec", {}),
+                "threads": self.cfg["threads"], "batch_size": self.cfg["batch_size"]}
+        argf.write_text(json.dumps({**base, **args}))
+        outf.unlink(missing_ok=True)
+        return argf, outf, logf
+
+    def _command(self, task, argf, outf):
+        return [sys.executable, "-m", "snnlib.bench.worker", task, str(argf), str(outf)]
+
+    @staticmethod
+    def _collect(proc_rc, outf: Path, logf: Path) -> dict:
+        if proc_rc == 0 and outf.exists():
+            return json.loads(outf.read_text())
+        tail = logf.read_text()[-1500:] if logf.exists() else ""
+        return {"error": f"worker exited with {proc_rc}", "log_tail": tail}
+
+    def run(self, task: str, args: dict, memory: bool = False) -> dict:
+        argf, outf, logf = self._files(task, args)
+        with open(logf, "w") as lf:
+            try:
+                p = subprocess.run(self._command(task, argf, outf), env=self._env(memory), cwd=ROOT, stdout=lf,
+                                   stderr=subprocess.STDOUT, timeout=self.cfg["timeout_s"])
+                rc = p.returncode
+            except subprocess.TimeoutExpired:
+                rc = "timeout"
+        res = self._collect(rc, outf, logf)
+        self.log(f"  [{self.elapsed():6.0f} s] {task} {_label(args)}" + (f"  FAILED: {res['error']}" if "error" in res else ""))
+        return res
+
+    def run_parallel(self, task: str, arg_list: list[dict], parallel: int, memory: bool = True) -> list[dict]:
+        """Several fresh processes, ``parallel`` at a time (memory runs: 1 thread each)."""
+        pending = [(i, a) for i, a in enumerate(arg_list)]
+        running, results = [], [None] * len(arg_list)
+        while pending or running:
+            while pending and len(running) < parallel:
+                i, a = pending.pop(0)
+                argf, outf, logf = self._files(task, {**a, "threads": 1})
+                lf = open(logf, "w")
+                p = subprocess.Popen(self._command(task, argf, outf), env=self._env(memory), cwd=ROOT, stdout=lf,
+                                     stderr=subprocess.STDOUT)
+                running.append((i, a, p, lf, outf, logf, time.perf_counter()))
+            time.sleep(0.2)
+            still = []
+            for i, a, p, lf, outf, logf, t in running:
+                if p.poll() is None and time.perf_counter() - t > self.cfg["timeout_s"]:
+                    p.kill()
+                    p.wait()
+                if p.poll() is None:
+                    still.append((i, a, p, lf, outf, logf, t))
+                    continue
+                lf.close()
+                results[i] = self._collect(p.returncode, outf, logf)
+                self.log(f"  [{self.elapsed():6.0f} s] {task} {_label(a)}"
+                         + (f"  FAILED: {results[i]['error']}" if "error" in results[i] else ""))
+            running = still
+        return results
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def _label(args: dict) -> str:
+    keys = ("variant", "T")
+    return " ".join(f"{k}={args[k]}" for k in keys if k in args)
+
+
+def load_bench_config(path) -> dict:
+    with open(path) as f:
+        cfg = yaml.safe_load(f)
+    missing = [k for k in ("batch_size", "Ts", "seed", "threads", "bptt", "memory", "ottt", "methods", "equality",
+                           "timeout_s") if k not in cfg]
+    if missing:
+        raise ValueError(f"{path}: missing keys {missing}")
+    return cfg
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+
+
+def run_suite(cfg: dict, out: Path, only=None, log=print) -> dict:
+    """Run the sections of ``cfg`` (all, or ``only``) and write their JSON under ``out``."""
+    only = set(only or SECTIONS)
+    r = Runner(cfg, out, log)
+    Ts = cfg["Ts"]
+    log(f"snnlib.bench: {', '.join(s for s in SECTIONS if s in only)}; T in {Ts}, batch {cfg['batch_size']}; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    prep = r.run("prepare", {"batch_size": max(cfg["batch_size"], cfg["equality"]["batch_size"],
+                                               cfg["methods"]["batch_size"])})
+    write_json(out / "batch.json", prep)
+    if "equality" in only:
+        e = cfg["equality"]
+        frameworks = [v for v in cfg["bptt"]["variants"] if v not in ("snnlib_torch", "ann_relu")]
+        write_json(out / "equality.json", r.run("equality", {"T": e["T"], "batch_size": e["batch_size"],
+                                                             "frameworks": frameworks}))
+    if "bptt" in only:
+        b = cfg["bptt"]
+        res = [r.run("throughput", {"T": T, "variants": b["variants"], "warmup": b["warmup"], "rounds": b["rounds"],
+                                    "steps_per_round": b["steps_per_round"]}) for T in Ts]
+        write_json(out / "bptt_throughput.json", res)
+    if "memory" in only:
+        m = cfg["memory"]
+        jobs = [{"variant": v, "T": T} for T in Ts for v in m["variants"]]
+        jobs.append({"variant": "ann_relu", "T": 1})
+        write_json(out / "bptt_memory.json", r.run_parallel("memory", jobs, m["parallel"]))
+    if "ottt" in only:
+        o = cfg["ottt"]
+        res = [r.run("ottt", {"T": T, "variants": o["variants"], "warmup": o["warmup"], "rounds": o["rounds"],
+                              "steps_per_round": o["steps_per_round"], "check": i == 0}) for i, T in enumerate(Ts)]
+        write_json(out / "ottt_throughput.json", res)
+        jobs = [{"variant": v, "T": T} for T in Ts for v in o["memory_variants"]]
+        write_json(out / "ottt_memory.json", r.run_parallel("memory", jobs, cfg["memory"]["parallel"]))
+    if "methods" in only:
+        mm = cfg["methods"]
+        write_json(out / "methods_memory.json",
+                   r.run("methods", {"batch_size": mm["batch_size"], "Ts": mm["Ts"], "configs": mm["configs"],
+                                     "threads": 1}))
+    return {"seconds": r.elapsed()}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m snnlib.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(ROOT / "configs" / "bench" / "default.yaml"))
+    p.add_argument("--out", default=None, help="results folder (default: results/bench)")
+    p.add_argument("--figures", default=None, help="figures folder (default: figures/bench)")
+    p.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections")
+    p.add_argument("--report-only", action="store_true", help="redo the table and figures from existing results")
+    a = p.parse_args(argv)
+    cfg = load_bench_config(a.config)
+    out = Path(a.out) if a.out else results_dir() / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if not a.report_only:
+        run_suite(cfg, out, a.only)
+    cmd = [sys.executable, "-m", "snnlib.bench.report", str(out)] + ([a.figures] if a.figures else [])
+    env = dict(os.environ)
+    env.setdefault("MPLBACKEND", "Agg")
+    rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+    print(f"\nsnnlib.bench finished in {time.perf_counter() - t0:.0f} s (load average now "
+          f"{os.getloadavg()[0]:.1f}); results in {out}")
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,307 @@
+"""Tables and figures from ``results/bench/*.json``: ``python -m snnlib.bench.report RESULTS [FIGURES]``.
+
+Ratios are ``peer step time / snnlib step time`` per alternated round (> 1: snnlib is faster),
+summarised as the median over rounds with the range [min, max].
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+LABELS = {"snnlib": "snnlib", "snnlib_torch": "snnlib (reference loop)", "spikingjelly": "SpikingJelly",
+          "snntorch": "snnTorch", "snntorch_folded": "snnTorch (T folded)", "norse": "Norse",
+          "ann_relu": "ANN floor (ReLU, T=1)", "snnlib_ottt_a": "snnlib ottt_a", "snnlib_ottt_a_lean":
+          "snnlib ottt_a (lean)", "spikingjelly_ottt_a": "SpikingJelly OTTT (accumulate)",
+          "snnlib_ottt_o": "snnlib ottt_o", "snnlib_ottt_o_lean": "snnlib ottt_o (lean)",
+          "spikingjelly_ottt_o": "SpikingJelly OTTT (online)"}
+PEERS = ("spikingjelly", "snntorch", "snntorch_folded", "norse")
+MB = 1024 ** 2
+
+
+def _load(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def round_ratios(res: dict, num: str, den: str, key: str = "wall_s", scale: float = 1.0) -> list[float]:
+    """``num`` time / (``scale`` x ``den`` time) in each round where both ran."""
+    return [r[num][key] / (scale * r[den][key]) for r in res["rounds"] if num in r and den in r]
+
+
+def summary(xs: list[float]) -> dict | None:
+    if not xs:
+        return None
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+def fmt_ratio(s: dict | None) -> str:
+    if s is None:
+        return "n/a"
+    return f"{s['median']:.2f}x ({s['min']:.2f}-{s['max']:.2f})"
+
+
+def bptt_rows(thr: list[dict], mem: list[dict] | None) -> list[dict]:
+    saved = {}
+    for m in mem or []:
+        if "error" not in m:
+            saved[(m["variant"], m["T"])] = m
+    rows = []
+    for res in thr:
+        if "error" in res:
+            rows.append({"T": None, "error": res["error"]})
+            continue
+        T, B = res["T"], res["batch_size"]
+        snn = [r["snnlib"]["wall_s"] for r in res["rounds"] if "snnlib" in r]
+        row = {"T": T, "batch_size": B, "snnlib_images_per_s": B / statistics.median(snn) if snn else None,
+               "unavailable": res.get("unavailable", {}), "gflops_before": res["gflops_before"],
+               "gflops_after": res["gflops_after"]}
+        for v in PEERS + ("snnlib_torch",):
+            row[f"speedup_vs_{v}"] = summary(round_ratios(res, v, "snnlib"))
+            row[f"cpu_speedup_vs_{v}"] = summary(round_ratios(res, v, "snnlib", "cpu_s"))
+        row["over_ann_floor"] = summary(round_ratios(res, "snnlib", "ann_relu", scale=T))
+        row["peers_over_ann_floor"] = {v: summary(round_ratios(res, v, "ann_relu", scale=T)) for v in PEERS}
+        for v in ("snnlib", "snnlib_torch") + PEERS:
+            m = saved.get((v, T))
+            row[f"saved_bytes_{v}"] = m["saved_peak_bytes"] if m else None
+            row[f"step_rss_bytes_{v}"] = m["step_peak_over_baseline"] if m else None
+            row[f"peak_rss_bytes_{v}"] = m["peak_rss"] if m else None
+        rows.append(row)
+    return rows
+
+
+def ottt_rows(thr: list[dict] | None, mem: list[dict] | None) -> list[dict]:
+    saved = {(m["variant"], m["T"]): m for m in (mem or []) if "error" not in m}
+    rows = []
+    for res in thr or []:
+        if "error" in res:
+            continue
+        T, B = res["T"], res["batch_size"]
+        row = {"T": T, "batch_size": B, "unavailable": res.get("unavailable", {}),
+               "gflops_before": res["gflops_before"], "gflops_after": res["gflops_after"]}
+        for mode in ("a", "o"):
+            for lean in ("", "_lean"):
+                row[f"speedup_{mode}{lean}"] = summary(round_ratios(res, f"spikingjelly_ottt_{mode}",
+                                                                    f"snnlib_ottt_{mode}{lean}"))
+        for v in ("snnlib_ottt_a", "snnlib_ottt_a_lean", "spikingjelly_ottt_a"):
+            times = [r[v]["wall_s"] for r in res["rounds"] if v in r]
+            row[f"images_per_s_{v}"] = B / statistics.median(times) if times else None
+            m = saved.get((v, T))
+            row[f"saved_bytes_{v}"] = m["saved_peak_bytes"] if m else None
+            row[f"step_rss_bytes_{v}"] = m["step_peak_over_baseline"] if m else None
+        rows.append(row)
+    return rows
+
+
+def _mb(b) -> str:
+    return "n/a" if b is None else f"{b / MB:.1f}"
+
+
+def markdown(bptt: list[dict], ottt: list[dict], methods: dict | None, eq: dict | None, batch: dict | None) -> str:
+    L = []
+    B = bptt[0]["batch_size"] if bptt and "batch_size" in bptt[0] else "?"
+    L.append(f"BPTT training step, conv SNN on Fashion-MNIST shape, batch {B}, CPU. Speed-up of snnlib = peer "
+             "step time / snnlib step time, median of alternated rounds (range).")
+    L.append("")
+    L.append("| T | snnlib img/s | vs SpikingJelly | vs snnTorch | vs snnTorch (T folded) | vs Norse | fused LIF vs "
+             "reference loop | snnlib / ANN floor |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    for r in bptt:
+        if r.get("T") is None:
+            continue
+        L.append(f"| {r['T']} | {r['snnlib_images_per_s']:.0f} | {fmt_ratio(r['speedup_vs_spikingjelly'])} | "
+                 f"{fmt_ratio(r['speedup_vs_snntorch'])} | {fmt_ratio(r['speedup_vs_snntorch_folded'])} | "
+                 f"{fmt_ratio(r['speedup_vs_norse'])} | {fmt_ratio(r['speedup_vs_snnlib_torch'])} | "
+                 f"{fmt_ratio(r['over_ann_floor'])} |")
+    L.append("")
+    L.append("Bytes autograd saves in one step (MB; peak of live saved storages, parameters excluded) and the "
+             "step's peak RSS over the process's RSS before it (MB, fresh process, MALLOC_MMAP_THRESHOLD_=131072):")
+    L.append("")
+    L.append("| T | " + " | ".join(LABELS[v] for v in ("snnlib", "snnlib_torch") + PEERS) + " |")
+    L.append("|---|" + "---|" * (2 + len(PEERS)))
+    for r in bptt:
+        if r.get("T") is None:
+            continue
+        cells = [f"{_mb(r[f'saved_bytes_{v}'])} / {_mb(r[f'step_rss_bytes_{v}'])}" for v in ("snnlib", "snnlib_torch") + PEERS]
+        L.append(f"| {r['T']} | " + " | ".join(cells) + " |")
+    if ottt:
+        L.append("")
+        L.append("OTTT (same network, per-step loss, potential detached every step): speed-up of snnlib over "
+                 "SpikingJelly's OTTT (`OTTTLIFNode` + `OTTTSequential` + `ottt_online_training`), and saved "
+                 "bytes per step (MB).")
+        L.append("")
+        L.append("| T | ottt_a | ottt_a (lean) | ottt_o | ottt_o (lean) | saved MB snnlib ottt_a / lean / "
+                 "SpikingJelly |")
+        L.append("|---|---|---|---|---|---|")
+        for r in ottt:
+            L.append(f"| {r['T']} | {fmt_ratio(r['speedup_a'])} | {fmt_ratio(r['speedup_a_lean'])} | "
+                     f"{fmt_ratio(r['speedup_o'])} | {fmt_ratio(r['speedup_o_lean'])} | "
+                     f"{_mb(r['saved_bytes_snnlib_ottt_a'])} / {_mb(r['saved_bytes_snnlib_ottt_a_lean'])} / "
+                     f"{_mb(r['saved_bytes_spikingjelly_ottt_a'])} |")
+    if methods and methods.get("rows"):
+        L.append("")
+        L.append(f"Training memory against T of every snnlib method (MB: saved activations + neuron state + "
+                 f"solver buffers, batch {methods['batch_size']}, one step):")
+        L.append("")
+        Ts = sorted({r["T"] for r in methods["rows"]})
+        L.append("| method (config) | " + " | ".join(f"T={T}" for T in Ts) + " |")
+        L.append("|---|" + "---|" * len(Ts))
+        by = {}
+        for r in methods["rows"]:
+            by.setdefault((r["method"], r["config"]), {})[r["T"]] = r["total_bytes"]
+        for (meth, conf), d in by.items():
+            L.append(f"| {meth} ({conf}) | " + " | ".join(_mb(d.get(T)) for T in Ts) + " |")
+        for meth, err in methods.get("failed", {}).items():
+            L.append(f"| {meth} | failed: {err} |")
+    if eq and "rows" in eq:
+        L.append("")
+        L.append("Equality (same seeded weights, same batch, float32): " + "; ".join(
+            f"{r['variant']}: logits {'identical' if r['logits_equal'] else 'max diff %.1e' % r['max_abs_logit_diff']}"
+            f", gradients within {r['grad_rel_err_max']:.1e}" for r in eq["rows"]) + ". Firing rates: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in eq.get("firing_rates", {}).items()) + ".")
+    if batch:
+        L.append(f"Data: {batch.get('source')}.")
+    return "\n".join(L)
+
+
+def checks(bptt: list[dict], ottt: list[dict]) -> list[str]:
+    """The issue's 'Done when' lines, evaluated on these numbers."""
+    out = []
+    ok_rows = [r for r in bptt if r.get("T") is not None]
+    for peer in ("spikingjelly", "snntorch"):
+        vals = {r["T"]: r[f"speedup_vs_{peer}"] for r in ok_rows}
+        holds = all(v is not None and v["median"] >= 1.0 for v in vals.values()) and bool(vals)
+        out.append(f"snnlib BPTT throughput >= {LABELS[peer]} at T={sorted(vals)}: {'HOLDS' if holds else 'DOES NOT HOLD'} "
+                   f"(" + ", ".join(f"T={T}: {fmt_ratio(v)}" for T, v in vals.items()) + ")")
+    pairs = [(r["T"], r["saved_bytes_snnlib"], r["saved_bytes_spikingjelly"]) for r in ok_rows]
+    holds = all(a is not None and b is not None and a <= b for _, a, b in pairs) and bool(pairs)
+    out.append(f"snnlib saved bytes per step <= SpikingJelly's: {'HOLDS' if holds else 'DOES NOT HOLD'} ("
+               + ", ".join(f"T={T}: {_mb(a)} vs {_mb(b)} MB" for T, a, b in pairs) + ")")
+    if ottt:
+        for key, name in (("speedup_a", "ottt_a (reference formulation, default)"), ("speedup_a_lean", "ottt_a (lean)"),
+                          ("speedup_o", "ottt_o (reference)"), ("speedup_o_lean", "ottt_o (lean)")):
+            vals = {r["T"]: r[key] for r in ottt}
+            holds = all(v is not None and v["median"] >= 1.0 for v in vals.values()) and bool(vals)
+            out.append(f"snnlib {name} throughput >= SpikingJelly OTTT: {'HOLDS' if holds else 'DOES NOT HOLD'} ("
+                       + ", ".join(f"T={T}: {fmt_ratio(v)}" for T, v in vals.items()) + ")")
+        for v in ("snnlib_ottt_a", "snnlib_ottt_a_lean"):
+            s = [r[f"saved_bytes_{v}"] for r in ottt if r[f"saved_bytes_{v}"] is not None]
+            if s:
+                flat = max(s) <= 1.05 * min(s)
+                out.append(f"{LABELS[v]} saved bytes flat in T: {'HOLDS' if flat else 'DOES NOT HOLD'} "
+                           f"({', '.join(_mb(b) for b in s)} MB)")
+    return out
+
+
+def figures(bptt, bptt_thr, ottt, methods, fig_dir: Path | None) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from ..experiments.plots import save_figure, style
+    style()
+    paths = []
+
+    def save(fig, name):
+        if fig_dir is None:
+            paths.extend(save_figure(fig, "bench", name, "cpu"))
+        else:
+            fig_dir.mkdir(parents=True, exist_ok=True)
+            for ext in ("png", "pdf"):
+                fig.savefig(fig_dir / f"{name}.{ext}")
+                paths.append(str(fig_dir / f"{name}.{ext}"))
+        plt.close(fig)
+
+    ok = [r for r in bptt_thr if "error" not in r]
+    if ok:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        variants = sorted({v for r in ok for rd in r["rounds"] for v in rd}, key=lambda v: list(LABELS).index(v))
+        for v in variants:
+            Ts, ips = [], []
+            for r in ok:
+                t = [rd[v]["wall_s"] for rd in r["rounds"] if v in rd]
+                if t:
+                    Ts.append(r["T"])
+                    ips.append(r["batch_size"] / statistics.median(t) / (1 if v != "ann_relu" else r["T"]))
+            axes[0].plot(Ts, ips, marker="o", label=LABELS[v] + (" / T" if v == "ann_relu" else ""))
+        axes[0].set(xlabel="T (time steps)", ylabel="training images / s", xscale="log", yscale="log",
+                    title="BPTT throughput (median of rounds)")
+        axes[0].set_xticks([r["T"] for r in ok], [str(r["T"]) for r in ok])
+        axes[0].legend(fontsize=8)
+        for v in ("snnlib", "snnlib_torch") + PEERS:
+            pts = [(r["T"], r[f"saved_bytes_{v}"] / MB) for r in bptt if r.get("T") and r.get(f"saved_bytes_{v}")]
+            if pts:
+                axes[1].plot(*zip(*pts), marker="o", label=LABELS[v])
+        axes[1].set(xlabel="T (time steps)", ylabel="MB saved for backward", title="Saved activations per step")
+        axes[1].legend(fontsize=8)
+        save(fig, "bptt_throughput_memory")
+    if ottt:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for v in ("snnlib_ottt_a", "snnlib_ottt_a_lean", "spikingjelly_ottt_a"):
+            pts = [(r["T"], r[f"images_per_s_{v}"]) for r in ottt if r.get(f"images_per_s_{v}")]
+            if pts:
+                axes[0].plot(*zip(*pts), marker="o", label=LABELS[v])
+            pts = [(r["T"], r[f"saved_bytes_{v}"] / MB) for r in ottt if r.get(f"saved_bytes_{v}")]
+            if pts:
+                axes[1].plot(*zip(*pts), marker="o", label=LABELS[v])
+        for r in bptt:
+            if r.get("T") and r.get("saved_bytes_snnlib"):
+                pass
+        bp = [(r["T"], r["saved_bytes_snnlib"] / MB) for r in bptt if r.get("T") and r.get("saved_bytes_snnlib")]
+        if bp:
+            axes[1].plot(*zip(*bp), marker="s", ls="--", color="grey", label="snnlib BPTT")
+        axes[0].set(xlabel="T", ylabel="training images / s", title="OTTT throughput")
+        axes[1].set(xlabel="T", ylabel="MB saved for backward (live peak)", title="OTTT memory per step")
+        axes[0].legend(fontsize=8)
+        axes[1].legend(fontsize=8)
+        save(fig, "ottt")
+    if methods and methods.get("rows"):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        by = {}
+        for r in methods["rows"]:
+            by.setdefault(r["method"], []).append((r["T"], r["total_bytes"] / MB))
+        for m, pts in by.items():
+            pts.sort()
+            ax.plot(*zip(*pts), marker="o", label=m)
+        ax.set(xlabel="T", ylabel="MB (saved + state + solver)", yscale="log",
+               title=f"Training memory vs T (batch {methods['batch_size']})")
+        ax.legend(fontsize=8, ncol=2)
+        save(fig, "methods_memory")
+    return paths
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    out = Path(argv[0])
+    fig_dir = Path(argv[1]) if len(argv) > 1 else None
+    thr = _load(out / "bptt_throughput.json") or []
+    bptt = bptt_rows(thr, _load(out / "bptt_memory.json"))
+    ottt = ottt_rows(_load(out / "ottt_throughput.json"), _load(out / "ottt_memory.json"))
+    methods, eq, batch = _load(out / "methods_memory.json"), _load(out / "equality.json"), _load(out / "batch.json")
+    md = markdown(bptt, ottt, methods, eq, batch)
+    done = checks(bptt, ottt)
+    unavailable = {}
+    for r in thr + (_load(out / "ottt_throughput.json") or []):
+        unavailable.update(r.get("unavailable", {}))
+    if eq:
+        unavailable.update(eq.get("unavailable", {}))
+    probes = [(r["T"], round(r["gflops_before"], 1), round(r["gflops_after"], 1)) for r in bptt if r.get("T")]
+    text = md + "\n\nGFLOP/s probe before/after each BPTT timing process: " + ", ".join(
+        f"T={T}: {a}/{b}" for T, a, b in probes) + "\n"
+    if unavailable:
+        text += "\nSkipped (failed to install, import or build): " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()) + "\n"
+    text += "\nDone-when checks:\n" + "\n".join(f"- {c}" for c in done) + "\n"
+    (out / "summary.md").write_text(text)
+    (out / "summary.json").write_text(json.dumps({"bptt": bptt, "ottt": ottt, "checks": done,
+                                                  "unavailable": unavailable}, indent=1))
+    print("\n" + text)
+    try:
+        paths = figures(bptt, thr, ottt, methods, fig_dir)
+        print("figures: " + ", ".join(p for p in paths if p.endswith(".png")))
+    except Exception as e:  # noqa: BLE001 - a figure problem must not hide the table
+        print(f"figures failed: {type(e).__name__}: {e}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,274 @@
+"""One benchmark measurement per process: ``python -m snnlib.bench.worker TASK ARGS.json OUT.json``.
+
+Tasks (ARGS is a JSON dict; the result is written to OUT as JSON):
+    prepare      the batch every task uses (first Fashion-MNIST training images) -> batch.pt
+    equality     logits and gradients of every framework against snnlib (float32), firing rates
+    throughput   BPTT steps of several variants at one T, alternated in rounds (A B C A B C ...)
+    memory       peak RSS and saved bytes of one step of one variant at one T (fresh process)
+    ottt         OTTT: equality, alternated throughput at one T, saved bytes per step
+    methods      saved-activation memory against T for every snnlib training method
+A peer that fails to import is reported in the result (``unavailable``) and skipped.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from .nets import DIFFERENCES, build, loss_of, spec_with
+from .steps import make_trainer
+from .timing import current_rss_bytes, gflops_probe, timed
+
+
+def _spec(args) -> dict:
+    spec = spec_with(**args.get("spec", {}))
+    spec["channels"], spec["gains"] = tuple(spec["channels"]), tuple(spec["gains"])
+    return spec
+
+
+def _device(args) -> torch.device:
+    dev = args.get("device", "auto")
+    return torch.device("cuda" if dev == "auto" and torch.cuda.is_available() else ("cpu" if dev == "auto" else dev))
+
+
+def _batch(args, device="cpu"):
+    x, y = torch.load(args["batch"], weights_only=True)
+    B = args["batch_size"]
+    if len(y) < B:
+        raise ValueError(f"the prepared batch has {len(y)} samples, {B} requested")
+    return x[:B].to(device), y[:B].to(device)
+
+
+def _error(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}".strip()[:400]
+
+
+# ----------------------------------------------------------------------------------- tasks
+def prepare(args) -> dict:
+    """The first ``batch_size`` Fashion-MNIST training images (normalised), else random images."""
+    n = args["batch_size"]
+    try:
+        from ..data import get_dataset
+        ds = get_dataset("fashion_mnist", "train")
+        items = [ds[i] for i in range(n)]
+        x = torch.stack([xi for xi, _ in items])
+        y = torch.tensor([int(yi) for _, yi in items])
+        source = "fashion_mnist train[:%d]" % n
+    except Exception as e:  # noqa: BLE001 - any data problem falls back to random images
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.rand(n, 1, 28, 28, generator=g) * 3 - 0.4, torch.randint(0, 10, (n,), generator=g)
+        source = f"random images (Fashion-MNIST unavailable: {_error(e)})"
+    x, y = x.float().contiguous(), y.long()
+    torch.save((x, y), args["batch"])
+    return {"source": source, "shape": list(x.shape), "x_min": float(x.min()), "x_max": float(x.max())}
+
+
+def equality(args) -> dict:
+    """Same seeded weights, same batch: max |logit difference| and gradient relative errors vs snnlib."""
+    from ..metrics import FiringRateMonitor
+    spec, T = _spec(args), args["T"]
+    x, y = _batch(args)
+    xs = x.unsqueeze(0).expand(T, *x.shape)
+
+    def run(framework, **kw):
+        net = build(framework, spec, args.get("seed", 0), **kw)
+        out = net(xs)
+        loss_of(out, y).backward()
+        net.reset()
+        return out.detach(), [p.grad.detach().clone() for p in net.canonical_params()]
+
+    ref_out, ref_g = run("snnlib")
+    rows, unavailable = [], {}
+    probe = build("snnlib", spec, args.get("seed", 0))
+    with torch.no_grad(), FiringRateMonitor(probe.net) as mon:
+        probe(xs)
+    comparisons = [("snnlib_torch", "snnlib", {"backend": "torch"}, None)]
+    comparisons += [(fw, fw, {}, None) for fw in args["frameworks"] if fw != "snnlib"]
+    comparisons += [("norse vs snnlib(detach_reset=False)", "norse", {}, {"detach_reset": False})]
+    for label, fw, kw, ref_kw in comparisons:
+        try:
+            out, g = run(fw, **kw)
+        except Exception as e:  # noqa: BLE001
+            unavailable[label] = _error(e)
+            continue
+        r_out, r_g = (ref_out, ref_g) if ref_kw is None else run("snnlib", detach_reset=ref_kw["detach_reset"])
+        rel = [float((a - b).norm() / b.norm().clamp_min(1e-30)) for a, b in zip(g, r_g)]
+        rows.append({"variant": label, "max_abs_logit_diff": float((out - r_out).abs().max()),
+                     "logits_equal": bool(torch.equal(out, r_out)), "grad_rel_err_max": max(rel),
+                     "grad_rel_err": rel})
+    return {"T": T, "batch_size": len(y), "rows": rows, "unavailable": unavailable,
+            "firing_rates": mon.rates(), "differences": DIFFERENCES}
+
+
+def _alternate(makers: dict, x, y, args, device) -> dict:
+    """Build every variant, warm up, then ``rounds`` x (each variant: ``steps`` timed steps)."""
+    torch.manual_seed(args.get("seed", 0))
+    trainers, unavailable = {}, {}
+    for name, make in makers.items():
+        try:
+            trainers[name] = make()
+        except Exception as e:  # noqa: BLE001
+            unavailable[name] = _error(e)
+    probe_before = gflops_probe(device=device)
+    for t in trainers.values():
+        for _ in range(args["warmup"]):
+            t.step(x, y)
+    rounds = []
+    for _ in range(args["rounds"]):
+        r = {}
+        for name, t in trainers.items():
+            m = timed(lambda t=t: t.step(x, y), args["steps_per_round"], device)
+            r[name] = {"wall_s": statistics.median(w for w, _ in m), "cpu_s": statistics.median(c for _, c in m),
+                       "wall_all": [w for w, _ in m]}
+        rounds.append(r)
+    return {"rounds": rounds, "unavailable": unavailable, "gflops_before": probe_before,
+            "gflops_after": gflops_probe(device=device), "threads": torch.get_num_threads(), "device": str(device)}
+
+
+def throughput(args) -> dict:
+    spec, T, device = _spec(args), args["T"], _device(args)
+    x, y = _batch(args, device)
+
+    def maker(v):
+        return lambda: _on(make_trainer(v, spec, T, args.get("seed", 0)), device)
+
+    res = _alternate({v: maker(v) for v in args["variants"]}, x, y, args, device)
+    return {"T": T, "batch_size": len(y), **res}
+
+
+def _on(trainer, device):
+    if device.type != "cpu":
+        trainer.net.to(device)
+        trainer.opt = type(trainer.opt)(trainer.net.parameters(), **{"lr": trainer.opt.defaults["lr"]})
+        if hasattr(trainer, "method"):
+            from ..methods import build_method
+            trainer.method = build_method("bptt", trainer.net.net, T=trainer.T)
+    return trainer
+
+
+def _saved_bytes(step, params) -> dict:
+    from ..metrics import SavedTensorTracker
+    with SavedTensorTracker(exclude=params) as tr:
+        step()
+    return tr.summary()
+
+
+def memory(args) -> dict:
+    """Fresh process: RSS before the step, peak RSS after one step, then the saved bytes of a second."""
+    from ..metrics.memory import peak_rss_bytes
+    spec, T, v = _spec(args), args["T"], args["variant"]
+    x, y = _batch(args)
+    if v.startswith(("snnlib_ottt", "spikingjelly_ottt")):
+        from .ottt import make_ottt
+        tr = make_ottt(v, spec, T, args.get("seed", 0))
+        params = tr.params()
+    else:
+        tr = make_trainer(v, spec, T, args.get("seed", 0))
+        params = list(tr.net.parameters())
+    rss_before = current_rss_bytes()
+    peak_before = peak_rss_bytes()
+    t0 = time.perf_counter()
+    tr.step(x, y)
+    step_s = time.perf_counter() - t0
+    peak = peak_rss_bytes()
+    saved = _saved_bytes(lambda: tr.step(x, y), params)
+    return {"variant": v, "T": T, "batch_size": len(y), "rss_before_step": rss_before,
+            "peak_rss_before_step": peak_before, "peak_rss": peak, "step_peak_over_baseline": peak - rss_before,
+            "step_s_under_malloc_setting": step_s, **saved}
+
+
+def ottt(args) -> dict:
+    """OTTT variants at one T: gradients vs snnlib's ottt_a, alternated timing, saved bytes."""
+    from .ottt import make_ottt
+    spec, T, device = _spec(args), args["T"], torch.device("cpu")
+    x, y = _batch(args)
+    out = {"T": T, "batch_size": len(y)}
+    if args.get("check", True):
+        grads, unavailable = {}, {}
+        for v in args["variants"]:
+            try:
+                m = make_ottt(v, spec, T, args.get("seed", 0))
+            except Exception as e:  # noqa: BLE001
+                unavailable[v] = _error(e)
+                continue
+            m.opt = torch.optim.SGD(m.params(), lr=0.0)          # lr 0: gradients of the initial weights
+            m.opt.zero_grad = lambda set_to_none=True: None      # keep every step's gradient (online too)
+            for p in m.params():
+                p.grad = None
+            loss = m.step(x, y)
+            grads[v] = (loss, [p.grad.detach().clone() for p in m.params()])
+        base = {"a": "snnlib_ottt_a", "o": "snnlib_ottt_o"}
+        rows = []
+        for v, (loss, g) in grads.items():
+            ref = base["o" if "_o" in v else "a"]
+            if ref not in grads:
+                continue
+            rel = [float((a - b).norm() / b.norm().clamp_min(1e-30)) for a, b in zip(g, grads[ref][1])]
+            rows.append({"variant": v, "reference": ref, "loss": loss, "loss_diff": abs(loss - grads[ref][0]),
+                         "grad_rel_err_max": max(rel)})
+        out["equality"] = {"rows": rows, "unavailable": unavailable}
+    makers = {v: (lambda v=v: make_ottt(v, spec, T, args.get("seed", 0))) for v in args["variants"]}
+    out.update(_alternate(makers, x, y, args, device))
+    return out
+
+
+def _nested(dotted: dict) -> dict:
+    """{"model.channels": [4, 8]} -> {"model": {"channels": [4, 8]}}."""
+    out: dict = {}
+    for key, value in dotted.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def methods(args) -> dict:
+    """``memory_vs_T`` of every configured snnlib method (saved activations, state and solver buffers)."""
+    from ..experiments.config import load_config
+    from ..experiments.measure import memory_vs_T
+    from ..paths import ROOT
+    rows, failed = [], {}
+    for method, entry in args["configs"].items():
+        try:
+            cfg = load_config(ROOT / "configs" / "runs" / f"{entry['config']}.yaml", _nested(entry.get("set", {})))
+            Ts = entry.get("Ts", args["Ts"])
+            t0 = time.perf_counter()
+            for r in memory_vs_T(cfg, Ts, batch_size=args["batch_size"], seed=args.get("seed", 0)):
+                rows.append({**r, "method": method, "config": entry["config"], "overrides": entry.get("set", {})})
+            rows[-1]["seconds"] = time.perf_counter() - t0
+        except Exception as e:  # noqa: BLE001
+            failed[method] = _error(e)
+            traceback.print_exc()
+    return {"batch_size": args["batch_size"], "rows": rows, "failed": failed}
+
+
+TASKS = {"prepare": prepare, "equality": equality, "throughput": throughput, "memory": memory, "ottt": ottt,
+         "methods": methods}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 3 or argv[0] not in TASKS:
+        print(f"usage: python -m snnlib.bench.worker {{{','.join(TASKS)}}} ARGS.json OUT.json", file=sys.stderr)
+        return 2
+    task, args = argv[0], json.loads(Path(argv[1]).read_text())
+    if args.get("threads"):
+        torch.set_num_threads(int(args["threads"]))
+    torch.manual_seed(args.get("seed", 0))
+    t0 = time.perf_counter()
+    result = TASKS[task](args)
+    result.update(task=task, seconds=time.perf_counter() - t0, torch=torch.__version__,
+                  torch_threads=torch.get_num_threads())
+    Path(argv[2]).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

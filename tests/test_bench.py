@@ -1,0 +1,149 @@
+"""The benchmark suite: the same network in every framework, OTTT parity, worker tasks, the report."""
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from snnlib.bench import nets, report, worker
+from snnlib.bench.__main__ import Runner, load_bench_config
+from snnlib.bench.nets import build, loss_of, spec_with
+from snnlib.bench.steps import make_trainer
+from snnlib.paths import ROOT
+
+SPEC = spec_with(channels=(4, 8), gains=(2.0, 3.0))
+PEER_MODULES = {"spikingjelly": "spikingjelly", "snntorch": "snntorch", "snntorch_folded": "snntorch",
+                "norse": "norse"}
+
+
+def _installed(framework):
+    mod = PEER_MODULES.get(framework)
+    return mod is None or importlib.util.find_spec(mod) is not None
+
+
+def _batch(B=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(B, 1, 28, 28, generator=g) * 3 - 0.4, torch.randint(0, 10, (B,), generator=g)
+
+
+def _logits_and_grads(framework, x, y, T, spec=SPEC, **kw):
+    net = build(framework, spec, seed=0, **kw)
+    out = net(x.unsqueeze(0).expand(T, *x.shape))
+    loss_of(out, y).backward()
+    net.reset()
+    return out.detach(), [p.grad for p in net.canonical_params()]
+
+
+@pytest.mark.parametrize("framework", ["spikingjelly", "snntorch", "snntorch_folded", "norse"])
+def test_every_framework_computes_the_same_network(framework):
+    if not _installed(framework):
+        pytest.skip(f"{framework} is not installed (pip install -e '.[bench]')")
+    x, y = _batch()
+    T = 3
+    ref_out, ref_g = _logits_and_grads("snnlib", x, y, T)
+    spikes = ref_out.abs().sum() > 0
+    out, g = _logits_and_grads(framework, x, y, T)
+    assert spikes and torch.equal(out, ref_out)
+    if framework == "norse":       # Norse's reset is not detached: compare with snnlib's non-detached reset
+        _, ref_g = _logits_and_grads("snnlib", x, y, T, spec=spec_with(**{**SPEC, "detach_reset": False}))
+    for a, b in zip(g, ref_g):
+        assert (a - b).norm() <= 1e-5 * b.norm()
+
+
+def test_the_benchmark_network_fires_on_real_scale_inputs():
+    from snnlib.metrics import FiringRateMonitor
+    x, _ = _batch(8)
+    net = build("snnlib", spec_with(), seed=0)
+    with torch.no_grad(), FiringRateMonitor(net.net) as mon:
+        net(x.unsqueeze(0).expand(4, *x.shape))
+    assert all(0.02 < r < 0.5 for r in mon.rates().values())
+
+
+def test_snnlib_ottt_matches_spikingjelly_ottt_gradients():
+    if not _installed("spikingjelly"):
+        pytest.skip("spikingjelly is not installed")
+    from snnlib.bench.ottt import make_ottt
+    x, y = _batch(4)
+    grads = {}
+    for v in ("snnlib_ottt_a", "snnlib_ottt_a_lean", "spikingjelly_ottt_a"):
+        m = make_ottt(v, SPEC, T=3)
+        m.opt = torch.optim.SGD(m.params(), lr=0.0)
+        m.step(x, y)
+        grads[v] = [p.grad.clone() for p in m.params()]
+    for v in ("snnlib_ottt_a_lean", "spikingjelly_ottt_a"):
+        for a, b in zip(grads[v], grads["snnlib_ottt_a"]):
+            assert (a - b).norm() <= 1e-5 * b.norm()
+
+
+def test_trainers_take_steps_and_change_the_weights():
+    x, y = _batch(4)
+    for v in ("snnlib", "snnlib_torch", "ann_relu"):
+        t = make_trainer(v, SPEC, T=2)
+        before = [p.detach().clone() for p in t.net.parameters()]
+        assert torch.isfinite(torch.tensor(t.step(x, y)))
+        assert any(not torch.equal(a, b) for a, b in zip(before, t.net.parameters()))
+
+
+def test_alternated_rounds_report_unavailable_peers_and_time_the_rest():
+    x, y = _batch(2)
+
+    def broken():
+        raise ImportError("No module named 'peerlib'")
+
+    makers = {"snnlib": lambda: make_trainer("snnlib", SPEC, 2), "peer": broken}
+    res = worker._alternate(makers, x, y, {"warmup": 1, "rounds": 2, "steps_per_round": 1}, torch.device("cpu"))
+    assert res["unavailable"] == {"peer": "ImportError: No module named 'peerlib'"}
+    assert len(res["rounds"]) == 2 and all(set(r) == {"snnlib"} and r["snnlib"]["wall_s"] > 0 for r in res["rounds"])
+
+
+def test_memory_task_measures_saved_bytes(tmp_path):
+    x, y = _batch(2)
+    torch.save((x, y), tmp_path / "b.pt")
+    args = {"batch": str(tmp_path / "b.pt"), "batch_size": 2, "T": 2, "variant": "snnlib",
+            "spec": {"channels": [4, 8]}}
+    r = worker.memory(args)
+    # fused LIF saves h of both layers; pools save the spikes; convs and linear their inputs
+    assert r["saved_peak_bytes"] > 0 and r["peak_rss"] >= r["peak_rss_before_step"]
+
+
+def test_report_ratios_are_peer_time_over_snnlib_time():
+    res = {"T": 4, "batch_size": 8, "gflops_before": 10.0, "gflops_after": 9.0, "unavailable": {},
+           "rounds": [{"snnlib": {"wall_s": 1.0, "cpu_s": 2.0}, "spikingjelly": {"wall_s": 1.5, "cpu_s": 3.0},
+                       "ann_relu": {"wall_s": 0.125, "cpu_s": 0.25}},
+                      {"snnlib": {"wall_s": 2.0, "cpu_s": 2.0}, "spikingjelly": {"wall_s": 2.0, "cpu_s": 2.2},
+                       "ann_relu": {"wall_s": 0.25, "cpu_s": 0.25}}]}
+    mem = [{"variant": "snnlib", "T": 4, "saved_peak_bytes": 100, "step_peak_over_baseline": 1, "peak_rss": 2},
+           {"variant": "spikingjelly", "T": 4, "saved_peak_bytes": 300, "step_peak_over_baseline": 1, "peak_rss": 2}]
+    (row,) = report.bptt_rows([res], mem)
+    assert row["speedup_vs_spikingjelly"] == {"median": 1.25, "min": 1.0, "max": 1.5, "n": 2}
+    assert row["over_ann_floor"]["median"] == pytest.approx(2.0)      # 1 s vs 4 x 0.125 s
+    assert row["snnlib_images_per_s"] == pytest.approx(8 / 1.5)
+    lines = report.checks([row], [])
+    assert lines[0].startswith("snnlib BPTT throughput >= SpikingJelly at T=[4]: HOLDS")
+    assert "DOES NOT HOLD" in lines[1]          # snnTorch not measured: no claim
+    assert lines[2].startswith("snnlib saved bytes per step <= SpikingJelly's: HOLDS")
+
+
+def test_runner_starts_a_worker_process(tmp_path):
+    cfg = load_bench_config(ROOT / "configs" / "bench" / "quick.yaml")
+    r = Runner(cfg, tmp_path, log=lambda *_: None)
+    res = r.run("prepare", {"batch_size": 3})
+    assert "error" not in res and res["shape"] == [3, 1, 28, 28]
+    assert torch.load(r.batch, weights_only=True)[0].shape == (3, 1, 28, 28)
+    (tmp_path / "x.log").write_text("Traceback ...\nValueError: unknown framework 'x'")
+    bad = Runner._collect(1, tmp_path / "missing.json", tmp_path / "x.log")
+    assert bad["error"] == "worker exited with 1" and "unknown framework" in bad["log_tail"]
+
+
+def test_bench_config_files_name_known_variants():
+    from snnlib.bench.ottt import OTTT_VARIANTS
+    for name in ("default", "quick"):
+        cfg = load_bench_config(ROOT / "configs" / "bench" / f"{name}.yaml")
+        assert set(cfg["bptt"]["variants"]) <= set(nets.FRAMEWORKS) | {"snnlib_torch", "ann_relu"}
+        assert set(cfg["ottt"]["variants"]) <= set(OTTT_VARIANTS)
+        json.dumps(cfg)
+
+
+def test_unknown_framework_is_named():
+    with pytest.raises(ValueError, match="unknown framework 'jelly'"):
+        build("jelly")
