@@ -184,7 +184,12 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if not a.report_only:
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        load_start = os.getloadavg()
         run_suite(cfg, out, a.only)
+        write_json(out / "run.json", {"started": started, "seconds": time.perf_counter() - t0,
+                                      "load_average_start": load_start, "load_average_end": os.getloadavg(),
+                                      "cpus": os.cpu_count(), "config": cfg, "sections": a.only or list(SECTIONS)})
     cmd = [sys.executable, "-m", "snnlib.bench.report", str(out)] + ([a.figures] if a.figures else [])
     env = dict(os.environ)
     env.setdefault("MPLBACKEND", "Agg")

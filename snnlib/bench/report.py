@@ -93,37 +93,44 @@ def ottt_rows(thr: list[dict] | None, mem: list[dict] | None) -> list[dict]:
     return rows
 
 
+def _med(s: dict | None) -> str:
+    return "n/a" if s is None else f"{s['median']:.2f}x"
+
+
 def _mb(b) -> str:
     return "n/a" if b is None else f"{b / MB:.1f}"
 
 
 def markdown(bptt: list[dict], ottt: list[dict], methods: dict | None, eq: dict | None, batch: dict | None) -> str:
     L = []
-    B = bptt[0]["batch_size"] if bptt and "batch_size" in bptt[0] else "?"
-    L.append(f"BPTT training step, conv SNN on Fashion-MNIST shape, batch {B}, CPU. Speed-up of snnlib = peer "
-             "step time / snnlib step time, median of alternated rounds (range).")
-    L.append("")
-    L.append("| T | snnlib img/s | vs SpikingJelly | vs snnTorch | vs snnTorch (T folded) | vs Norse | fused LIF vs "
-             "reference loop | snnlib / ANN floor |")
-    L.append("|---|---|---|---|---|---|---|---|")
-    for r in bptt:
-        if r.get("T") is None:
-            continue
-        L.append(f"| {r['T']} | {r['snnlib_images_per_s']:.0f} | {fmt_ratio(r['speedup_vs_spikingjelly'])} | "
-                 f"{fmt_ratio(r['speedup_vs_snntorch'])} | {fmt_ratio(r['speedup_vs_snntorch_folded'])} | "
-                 f"{fmt_ratio(r['speedup_vs_norse'])} | {fmt_ratio(r['speedup_vs_snnlib_torch'])} | "
-                 f"{fmt_ratio(r['over_ann_floor'])} |")
-    L.append("")
-    L.append("Bytes autograd saves in one step (MB; peak of live saved storages, parameters excluded) and the "
-             "step's peak RSS over the process's RSS before it (MB, fresh process, MALLOC_MMAP_THRESHOLD_=131072):")
-    L.append("")
-    L.append("| T | " + " | ".join(LABELS[v] for v in ("snnlib", "snnlib_torch") + PEERS) + " |")
-    L.append("|---|" + "---|" * (2 + len(PEERS)))
-    for r in bptt:
-        if r.get("T") is None:
-            continue
-        cells = [f"{_mb(r[f'saved_bytes_{v}'])} / {_mb(r[f'step_rss_bytes_{v}'])}" for v in ("snnlib", "snnlib_torch") + PEERS]
-        L.append(f"| {r['T']} | " + " | ".join(cells) + " |")
+    bptt = [r for r in bptt if r.get("T") is not None]
+    B = bptt[0]["batch_size"] if bptt else "?"
+    if bptt:
+        L.append(f"BPTT training step, conv SNN on Fashion-MNIST shape, batch {B}, CPU. Speed-up of snnlib = peer "
+                 "step time / snnlib step time, median of alternated rounds (range).")
+        L.append("")
+        L.append("| T | snnlib img/s | vs SpikingJelly | vs snnTorch | vs snnTorch (T folded) | vs Norse | fused LIF vs "
+                 "reference loop | snnlib / ANN floor |")
+        L.append("|---|---|---|---|---|---|---|---|")
+        for r in bptt:
+            L.append(f"| {r['T']} | {r['snnlib_images_per_s']:.0f} | {fmt_ratio(r['speedup_vs_spikingjelly'])} | "
+                     f"{fmt_ratio(r['speedup_vs_snntorch'])} | {fmt_ratio(r['speedup_vs_snntorch_folded'])} | "
+                     f"{fmt_ratio(r['speedup_vs_norse'])} | {fmt_ratio(r['speedup_vs_snnlib_torch'])} | "
+                     f"{fmt_ratio(r['over_ann_floor'])} |")
+        L.append("")
+        L.append("Same rounds, process CPU time instead of wall time (less sensitive to other load): " + "; ".join(
+            f"T={r['T']}: " + ", ".join(f"{LABELS[v]} {_med(r[f'cpu_speedup_vs_{v}'])}" for v in PEERS)
+            for r in bptt) + ".")
+        L.append("")
+        L.append("Bytes autograd saves in one step (MB; peak of live saved storages, parameters excluded) / the "
+                 "step's peak RSS over the process's RSS before it (MB, fresh process, MALLOC_MMAP_THRESHOLD_=131072):")
+        L.append("")
+        L.append("| T | " + " | ".join(LABELS[v] for v in ("snnlib", "snnlib_torch") + PEERS) + " |")
+        L.append("|---|" + "---|" * (2 + len(PEERS)))
+        for r in bptt:
+            cells = [f"{_mb(r[f'saved_bytes_{v}'])} / {_mb(r[f'step_rss_bytes_{v}'])}"
+                     for v in ("snnlib", "snnlib_torch") + PEERS]
+            L.append(f"| {r['T']} | " + " | ".join(cells) + " |")
     if ottt:
         L.append("")
         L.append("OTTT (same network, per-step loss, potential detached every step): speed-up of snnlib over "
@@ -164,31 +171,40 @@ def markdown(bptt: list[dict], ottt: list[dict], methods: dict | None, eq: dict 
     return "\n".join(L)
 
 
+def _verdict(holds: bool) -> str:
+    return "HOLDS" if holds else "DOES NOT HOLD"
+
+
 def checks(bptt: list[dict], ottt: list[dict]) -> list[str]:
     """The issue's 'Done when' lines, evaluated on these numbers."""
     out = []
     ok_rows = [r for r in bptt if r.get("T") is not None]
-    for peer in ("spikingjelly", "snntorch"):
+    if not ok_rows:
+        out.append("BPTT comparisons: NOT MEASURED")
+    for peer in ("spikingjelly", "snntorch") if ok_rows else ():
         vals = {r["T"]: r[f"speedup_vs_{peer}"] for r in ok_rows}
-        holds = all(v is not None and v["median"] >= 1.0 for v in vals.values()) and bool(vals)
-        out.append(f"snnlib BPTT throughput >= {LABELS[peer]} at T={sorted(vals)}: {'HOLDS' if holds else 'DOES NOT HOLD'} "
+        holds = all(v is not None and v["median"] >= 1.0 for v in vals.values())
+        out.append(f"snnlib BPTT throughput >= {LABELS[peer]} at T={sorted(vals)}: {_verdict(holds)} "
                    f"(" + ", ".join(f"T={T}: {fmt_ratio(v)}" for T, v in vals.items()) + ")")
     pairs = [(r["T"], r["saved_bytes_snnlib"], r["saved_bytes_spikingjelly"]) for r in ok_rows]
-    holds = all(a is not None and b is not None and a <= b for _, a, b in pairs) and bool(pairs)
-    out.append(f"snnlib saved bytes per step <= SpikingJelly's: {'HOLDS' if holds else 'DOES NOT HOLD'} ("
-               + ", ".join(f"T={T}: {_mb(a)} vs {_mb(b)} MB" for T, a, b in pairs) + ")")
+    if pairs:
+        holds = all(a is not None and b is not None and a <= b for _, a, b in pairs)
+        out.append(f"snnlib saved bytes per step <= SpikingJelly's: {_verdict(holds)} ("
+                   + ", ".join(f"T={T}: {_mb(a)} vs {_mb(b)} MB" for T, a, b in pairs) + ")")
     if ottt:
         for key, name in (("speedup_a", "ottt_a (reference formulation, default)"), ("speedup_a_lean", "ottt_a (lean)"),
                           ("speedup_o", "ottt_o (reference)"), ("speedup_o_lean", "ottt_o (lean)")):
             vals = {r["T"]: r[key] for r in ottt}
-            holds = all(v is not None and v["median"] >= 1.0 for v in vals.values()) and bool(vals)
-            out.append(f"snnlib {name} throughput >= SpikingJelly OTTT: {'HOLDS' if holds else 'DOES NOT HOLD'} ("
+            if all(v is None for v in vals.values()):
+                continue
+            holds = all(v is not None and v["median"] >= 1.0 for v in vals.values())
+            out.append(f"snnlib {name} throughput >= SpikingJelly OTTT: {_verdict(holds)} ("
                        + ", ".join(f"T={T}: {fmt_ratio(v)}" for T, v in vals.items()) + ")")
         for v in ("snnlib_ottt_a", "snnlib_ottt_a_lean"):
             s = [r[f"saved_bytes_{v}"] for r in ottt if r[f"saved_bytes_{v}"] is not None]
             if s:
                 flat = max(s) <= 1.05 * min(s)
-                out.append(f"{LABELS[v]} saved bytes flat in T: {'HOLDS' if flat else 'DOES NOT HOLD'} "
+                out.append(f"{LABELS[v]} saved bytes flat in T: {_verdict(flat)} "
                            f"({', '.join(_mb(b) for b in s)} MB)")
     return out
 
@@ -223,9 +239,8 @@ def figures(bptt, bptt_thr, ottt, methods, fig_dir: Path | None) -> list[str]:
                     Ts.append(r["T"])
                     ips.append(r["batch_size"] / statistics.median(t) / (1 if v != "ann_relu" else r["T"]))
             axes[0].plot(Ts, ips, marker="o", label=LABELS[v] + (" / T" if v == "ann_relu" else ""))
-        axes[0].set(xlabel="T (time steps)", ylabel="training images / s", xscale="log", yscale="log",
+        axes[0].set(xlabel="T (time steps)", ylabel="training images / s", yscale="log",
                     title="BPTT throughput (median of rounds)")
-        axes[0].set_xticks([r["T"] for r in ok], [str(r["T"]) for r in ok])
         axes[0].legend(fontsize=8)
         for v in ("snnlib", "snnlib_torch") + PEERS:
             pts = [(r["T"], r[f"saved_bytes_{v}"] / MB) for r in bptt if r.get("T") and r.get(f"saved_bytes_{v}")]
@@ -287,6 +302,11 @@ def main(argv=None) -> int:
     probes = [(r["T"], round(r["gflops_before"], 1), round(r["gflops_after"], 1)) for r in bptt if r.get("T")]
     text = md + "\n\nGFLOP/s probe before/after each BPTT timing process: " + ", ".join(
         f"T={T}: {a}/{b}" for T, a, b in probes) + "\n"
+    run = _load(out / "run.json")
+    if run:
+        text += (f"Run started {run['started']}, took {run['seconds']:.0f} s; load average (1, 5, 15 min) "
+                 f"{', '.join(f'{v:.1f}' for v in run['load_average_start'])} at the start and "
+                 f"{', '.join(f'{v:.1f}' for v in run['load_average_end'])} at the end, on {run['cpus']} CPUs.\n")
     if unavailable:
         text += "\nSkipped (failed to install, import or build): " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()) + "\n"
     text += "\nDone-when checks:\n" + "\n".join(f"- {c}" for c in done) + "\n"
