@@ -61,21 +61,20 @@ def test_lif_mode_matches_pure_lif_step_and_keeps_graph():
     assert n.v.grad_fn is not None          # BPTT: the potential carries its history
 
 
-def test_online_modes_detach_the_state_and_reference_emits_spikes_and_trace():
+def test_online_modes_detach_the_state_and_reference_keeps_the_trace():
     torch.manual_seed(0)
     for mode in ("ottt_lean", "ottt_reference"):
         n = OnlineLIF(leak=0.5)
         n.mode = mode
         trace = torch.zeros(4, 6)
         for _ in range(4):
-            out = n(torch.randn(4, 6, requires_grad=True) * 2)
-            assert n.v.grad_fn is None
+            s = n(torch.randn(4, 6, requires_grad=True) * 2)
+            assert n.v.grad_fn is None and s.shape == (4, 6)
             if mode == "ottt_reference":
-                s, tr = out[:4], out[4:]
                 trace = 0.5 * trace + s.detach()
-                assert out.shape[0] == 8 and torch.equal(tr, trace) and n.trace.grad_fn is None
+                assert torch.equal(n.trace, trace) and n.trace.grad_fn is None
             else:
-                assert out.shape[0] == 4
+                assert n.trace is None
         reset_net(n)
         assert n.v is None and n.trace is None
 
@@ -100,14 +99,13 @@ def test_shared_dropout_mask_is_fixed_over_time_and_applies_to_the_trace():
     n = OnlineLIF(leak=0.5, dropout=0.5)
     n.mode = "ottt_reference"
     x = torch.full((64, 10), 5.0)          # fires every step
-    outs = [n(x) for _ in range(3)]
-    masks = [o[:64] for o in outs]
+    masks = [n(x) for _ in range(3)]
     assert all(torch.equal(m, masks[0]) for m in masks)
     assert set(masks[0].unique().tolist()) <= {0.0, 2.0}
-    assert torch.allclose(outs[-1][64:], masks[0] * (1 + 0.5 + 0.25))
+    assert torch.allclose(n.trace, masks[0] * (1 + 0.5 + 0.25))
     n.eval()
     reset_net(n)
-    assert torch.equal(n(x)[:64], torch.ones(64, 10))
+    assert torch.equal(n(x), torch.ones(64, 10))
 
 
 @pytest.mark.parametrize("kind", ["conv", "linear"])
@@ -143,7 +141,7 @@ def test_reference_and_lean_synapses_give_the_same_values_and_gradients():
     tr = (s.detach() + 0.5 * torch.rand(2, 3, 5, 5))
     ref = TraceSynapse(conv, leak=0.5)
     ref.mode = "ottt_reference"
-    y_ref = ref(torch.cat([s, tr]))
+    y_ref = ref(s, tr)
     g = torch.randn_like(y_ref)
     grads_ref = torch.autograd.grad(y_ref, (s, conv.weight, conv.gain, conv.bias), g)
     # lean: the synapse keeps its own trace; feeding the trace's increments reproduces tr
@@ -155,8 +153,10 @@ def test_reference_and_lean_synapses_give_the_same_values_and_gradients():
     assert torch.allclose(y_ref, conv(s)) and torch.allclose(y_lean, y_ref)
     for a, b in zip(grads_ref, grads_lean):
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
-    with pytest.raises(ValueError, match="odd size"):
+    with pytest.raises(ValueError, match="needs the input's presynaptic trace"):
         ref(torch.rand(3, 3, 5, 5))
+    with pytest.raises(ValueError, match="trace shape"):
+        ref(torch.rand(3, 3, 5, 5), torch.rand(2, 3, 5, 5))
 
 
 def test_saf_synapse_adds_the_accumulated_bias():

@@ -16,6 +16,7 @@ LABELS = {"snnlib": "snnlib", "snnlib_torch": "snnlib (reference loop)", "spikin
           "snnlib ottt_a (lean)", "spikingjelly_ottt_a": "SpikingJelly OTTT (accumulate)",
           "snnlib_ottt_o": "snnlib ottt_o", "snnlib_ottt_o_lean": "snnlib ottt_o (lean)",
           "spikingjelly_ottt_o": "SpikingJelly OTTT (online)"}
+SHORT = {"snntorch_folded": "snnTorch folded", "ann_relu": "ANN floor"}
 PEERS = ("spikingjelly", "snntorch", "snntorch_folded", "norse")
 MB = 1024 ** 2
 
@@ -60,6 +61,9 @@ def bptt_rows(thr: list[dict], mem: list[dict] | None) -> list[dict]:
             row[f"speedup_vs_{v}"] = summary(round_ratios(res, v, "snnlib"))
             row[f"cpu_speedup_vs_{v}"] = summary(round_ratios(res, v, "snnlib", "cpu_s"))
         row["over_ann_floor"] = summary(round_ratios(res, "snnlib", "ann_relu", scale=T))
+        row["ms_per_image_step"] = {v: 1e3 * statistics.median(r[v]["wall_s"] for r in res["rounds"] if v in r)
+                                    / (B * (1 if v == "ann_relu" else T))
+                                    for v in ("snnlib", "ann_relu") + PEERS if any(v in r for r in res["rounds"])}
         row["peers_over_ann_floor"] = {v: summary(round_ratios(res, v, "ann_relu", scale=T)) for v in PEERS}
         for v in ("snnlib", "snnlib_torch") + PEERS:
             m = saved.get((v, T))
@@ -121,6 +125,12 @@ def markdown(bptt: list[dict], ottt: list[dict], methods: dict | None, eq: dict 
         L.append("Same rounds, process CPU time instead of wall time (less sensitive to other load): " + "; ".join(
             f"T={r['T']}: " + ", ".join(f"{LABELS[v]} {_med(r[f'cpu_speedup_vs_{v}'])}" for v in PEERS)
             for r in bptt) + ".")
+        L.append("")
+        L.append("Compute floor: the same layers as an ANN (ReLU) on one image, T = 1. Training time per image and "
+                 "time step (ms, median wall): " + "; ".join(
+                     f"T={r['T']}: " + ", ".join(f"{SHORT.get(v, LABELS[v])} {ms:.2f}"
+                                                 for v, ms in r["ms_per_image_step"].items())
+                     for r in bptt) + ".")
         L.append("")
         L.append("Bytes autograd saves in one step (MB; peak of live saved storages, parameters excluded) / the "
                  "step's peak RSS over the process's RSS before it (MB, fresh process, MALLOC_MMAP_THRESHOLD_=131072):")

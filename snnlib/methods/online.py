@@ -62,7 +62,10 @@ class OnlineMethod(Method):
             raise ValueError(f"mse_weight must be in [0, 1], got {mse_weight}")
         self.mse_weight = float(mse_weight)
         set_mode(self.net, self.mode)
-        self.leak = float(getattr(self.net, "leak", 0.5))
+        if not hasattr(self.net, "leak"):
+            raise TypeError(f"{type(self.net).__name__} has no 'leak' attribute: online methods need the model's "
+                            "neuron leak for traces, c_t and the SAF readout")
+        self.leak = float(self.net.leak)
 
     # -- per-method pieces -------------------------------------------------------------------
     def _begin(self) -> dict:

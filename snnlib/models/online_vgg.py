@@ -61,7 +61,7 @@ class Scale(nn.Module):
         self.scale = float(scale)
 
     def forward(self, x):
-        return x * self.scale
+        return x if self.scale == 1.0 else x * self.scale
 
     def extra_repr(self):
         return f"{self.scale}"
@@ -73,6 +73,17 @@ class Block(nn.Module):
     def __init__(self, synapse: TraceSynapse, neuron: OnlineLIF, post: nn.Module):
         super().__init__()
         self.synapse, self.neuron, self.post = synapse, neuron, post
+        self._post_is_identity = all(isinstance(m, Scale) and m.scale == 1.0 for m in post)
+
+    def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """neuron -> post on the synaptic input ``u`` [B, ...]. Returns the output and, in
+        ``ottt_reference`` mode, the post-processed presynaptic trace for the next layer (else None)."""
+        out = self.post(self.neuron(u))
+        if self.neuron.mode != "ottt_reference":
+            return out, None
+        with torch.no_grad():
+            trace = self.neuron.trace if self._post_is_identity else self.post(self.neuron.trace)
+        return out, trace
 
 
 class FeedbackState(MemoryModule):
@@ -81,6 +92,7 @@ class FeedbackState(MemoryModule):
     def __init__(self):
         super().__init__("s")
         self.register_memory("features", None)
+        self.register_memory("trace", None)
 
 
 class OnlineVGG(ModeModule):
@@ -125,6 +137,7 @@ class OnlineVGG(ModeModule):
             blocks.append(Block(TraceSynapse(conv, leak=leak, input_layer=not blocks), neuron, post))
             c, pools = v, pools + int(pool)
         self.blocks = nn.ModuleList(blocks)
+        self.fc_hw = fc_hw
         self.pool = nn.AdaptiveAvgPool2d(fc_hw)
         self.head = TraceSynapse(nn.Linear(c * fc_hw * fc_hw, num_classes), leak=leak)
         self.input_size = tuple(input_size)
@@ -161,14 +174,20 @@ class OnlineVGG(ModeModule):
         if self.resize is not None and tuple(x.shape[-2:]) != (self.resize, self.resize):
             h = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", antialias=True,
                               align_corners=False)
+        trace = None   # the presynaptic trace travelling beside h (ottt_reference mode only)
+        fb = self.feedback_state if self.feedback is not None else None
         for i, blk in enumerate(self.blocks):
-            h = blk.synapse(h)
-            if i == 0 and self.feedback is not None and self.feedback_state.features is not None:
-                h = h + self.feedback(self.upsample(self.feedback_state.features))
-            h = blk.post(blk.neuron(h))
+            h = blk.synapse(h, trace)
+            if i == 0 and self.feedback is not None and fb.features is not None:
+                fb_trace = None if fb.trace is None else self.upsample(fb.trace)
+                h = h + self.feedback(self.upsample(fb.features), fb_trace)
+            h, trace = blk(h)
         if self.feedback is not None:
-            self.feedback_state.features = h.detach()
-        return self.head(self.pool(h).flatten(1))
+            fb.features, fb.trace = h.detach(), trace
+        if tuple(h.shape[-2:]) != (self.fc_hw, self.fc_hw):   # pooling to the same size is the identity
+            h = self.pool(h)
+            trace = None if trace is None else self.pool(trace)
+        return self.head(h.flatten(1), None if trace is None else trace.flatten(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 5:

@@ -8,7 +8,8 @@ Presynaptic trace / spike accumulation:
 Per mode (see ``modes``), input I[t] [B, ...]:
 * ``lif``: returns s[t]; the potential keeps its graph (BPTT).
 * ``ottt_lean``: returns s[t]; the potential is detached every step.
-* ``ottt_reference``: returns ``cat([s[t], a_hat[t]])`` along the batch [2B, ...] (a_hat detached).
+* ``ottt_reference``: returns s[t] and keeps a_hat[t] (detached) in ``trace``; the model hands both to
+  the next layer (``TraceSynapse.forward(s, trace)``).
 * ``saf``: the input is the accumulated potential U_hat[t] = sum_k leak^(t-k) I[k]; the neuron keeps
   only a_hat[t-1] and fires s[t] = H(U_hat[t] - v_th (leak a_hat[t-1] + 1)); returns a_hat[t],
   whose gradient flows through s[t] only.
@@ -87,7 +88,6 @@ class OnlineLIF(MemoryModule, ModeModule):
         if self.mode == "ottt_reference":
             with torch.no_grad():
                 self.trace = self.leak * self._zeros_if_none(self.trace, out) + out
-            return torch.cat([out, self.trace], dim=0)
         return out
 
     def _saf_step(self, u_hat: torch.Tensor) -> torch.Tensor:

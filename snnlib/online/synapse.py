@@ -4,9 +4,10 @@ OTTT's instantaneous weight gradient is g[t] a_hat[t]^T: the error at the layer'
 the presynaptic trace a_hat (the leak-discounted sum of the layer's past inputs). Three ways to
 compute a layer's step with that gradient:
 
-* reference (``ottt_reference``, the authors' code): the input arrives as ``cat([s, a_hat])``;
-  ``op(s)`` under no_grad gives the forward value and ``op(a_hat)`` the gradient path. Two
-  operations per call; the error reaches ``s`` (and through the surrogate, the layer below).
+* reference (``ottt_reference``, the authors' code): the input arrives as spikes ``s`` with their
+  trace ``a_hat`` (``forward(s, trace)``); ``op(s)`` under no_grad gives the forward value and
+  ``op(a_hat)`` the gradient path. Two operations per call; the error reaches ``s`` (and through
+  the surrogate, the layer below).
 * lean (``ottt_lean``): one ``op(s)`` inside ``TraceGradConv2d``/``TraceGradLinear``, whose
   backward takes the weight gradient from a trace this synapse keeps of its own input.
 * SAF (``saf``): the input is already the accumulation a_hat; the output is the accumulated
@@ -149,7 +150,9 @@ class TraceSynapse(ModeModule):
         st.trace = (self.leak * prev + x).detach()
         return st.trace
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, trace: torch.Tensor | None = None) -> torch.Tensor:
+        """x: the step's input [B, ...]; ``trace``: its presynaptic trace, needed in ``ottt_reference``
+        mode by every layer but the input layer (which keeps its own)."""
         mode = self.mode
         if mode == "lif" or (mode != "saf" and self.input_layer and self.raw_input):
             return self.op(x)
@@ -157,17 +160,15 @@ class TraceSynapse(ModeModule):
             return self._saf(x)
         if mode == "ottt_lean":
             return trace_grad_op(self.op, x, self._own_trace(x))
-        return self._reference(x)
+        return self._reference(x, trace)
 
-    def _reference(self, x: torch.Tensor) -> torch.Tensor:
+    def _reference(self, s: torch.Tensor, tr: torch.Tensor | None) -> torch.Tensor:
         if self.input_layer:
-            s, tr = x, self._own_trace(x)
-        else:
-            if x.shape[0] % 2:
-                raise ValueError(f"reference OTTT expects cat([spikes, traces]) along the batch, got odd size "
-                                 f"{x.shape[0]}")
-            B = x.shape[0] // 2
-            s, tr = x[:B], x[B:]
+            tr = self._own_trace(s)
+        elif tr is None:
+            raise ValueError("reference OTTT needs the input's presynaptic trace: call forward(spikes, trace)")
+        elif tr.shape != s.shape:
+            raise ValueError(f"trace shape {tuple(tr.shape)} differs from input shape {tuple(s.shape)}")
         with torch.no_grad():
             value = self.op(s)
         path = self.op(_ValueOf.apply(tr, s))   # value of the trace, gradient to the spikes
