@@ -60,3 +60,12 @@ def test_interrupted_reproduction_resumes_to_the_same_report(tmp_path):
     again = subprocess.run(CMD, env=env, cwd=ROOT, check=True, timeout=900, capture_output=True, text=True)
     assert again.stderr.count("up to date, skipped") == 2
     assert "running" not in again.stderr
+
+
+def test_report_shows_published_numbers_with_unit_tag_and_source_when_known():
+    from snnlib.experiments.report import _published
+    assert _published({"value": 72.41, "unit": "%", "tag": "ref-readme", "source": "README"}) == \
+        "72.41% [ref-readme] README"
+    assert _published({"value": 0.9004, "std": 0.002}) == "0.9004 (std=0.002)"      # no empty tag brackets
+    assert _published({"cnn": {"value": 1.5, "tag": "derived"}, "rnn": 2}) == "cnn: 1.5 [derived]; rnn: 2"
+    assert _published(None) == _published({}) == "–"

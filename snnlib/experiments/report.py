@@ -39,15 +39,25 @@ def _fmt(v) -> str:
 
 
 def _published(p) -> str:
-    if not p:
+    """A published number for the report: ``{"value", "unit", "tag", "source", ...}`` (extra numeric
+    keys shown in brackets), a mapping of such records or numbers by name, or a plain number."""
+    if p is None or p == {} or p == "":
         return "–"
-    if isinstance(p, dict):
-        val = _fmt(p.get("value"))
-        unit = p.get("unit", "")
-        tag = p.get("tag", "")
-        src = p.get("source", "")
-        return f"{val}{(' ' + unit) if unit and unit != '%' else unit} [{tag}] {src}".strip()
-    return _fmt(p)
+    if not isinstance(p, dict):
+        return _fmt(p)
+    if "value" not in p:
+        return "; ".join(f"{k}: {_published(v)}" for k, v in p.items())
+    unit = p.get("unit", "")
+    text = _fmt(p["value"]) + ((" " + unit) if unit and unit != "%" else unit)
+    extra = ", ".join(f"{k}={_fmt(v)}" for k, v in p.items()
+                      if k not in ("value", "unit", "tag", "source", "note") and not isinstance(v, (dict, list)))
+    if extra:
+        text += f" ({extra})"
+    if p.get("tag"):
+        text += f" [{p['tag']}]"
+    if p.get("source"):
+        text += f" {p['source']}"
+    return text.replace("|", "/")
 
 
 def claims_markdown(claims: list[dict]) -> str:
