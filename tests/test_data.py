@@ -26,17 +26,8 @@ IDX_NAMES = {("train", "images"): "train-images-idx3-ubyte", ("train", "labels")
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    """Isolated data folders: SNNLIB_DATA=tmp/data, repo and cwd inside tmp, Debian folder in tmp, no network."""
-    data = tmp_path / "data"
-    data.mkdir()
-    monkeypatch.setenv("SNNLIB_DATA", str(data))
-    monkeypatch.delenv("SNNLIB_CACHE", raising=False)
-    monkeypatch.setattr(snnlib.paths, "ROOT", tmp_path / "repo")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(locate, "DEBIAN_DIR", tmp_path / "debian")
-    monkeypatch.setattr(locate, "network_available", lambda *a, **k: False)
-    return tmp_path
+def env(data_env):
+    return data_env
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

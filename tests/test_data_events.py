@@ -12,23 +12,14 @@ import pytest
 import torch
 
 import snnlib.paths
-from snnlib.data import (EVENT_DTYPE, DatasetNotFound, SaccadeConfig, dataset_info, get_dataset, locate,
+from snnlib.data import (EVENT_DTYPE, DatasetNotFound, SaccadeConfig, dataset_info, get_dataset,
                          saccade_events, to_frames)
 from snnlib.data import events as ev_mod
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    """Isolated data folders: SNNLIB_DATA=tmp/data, repo and cwd inside tmp, Debian folder in tmp, no network."""
-    data = tmp_path / "data"
-    data.mkdir()
-    monkeypatch.setenv("SNNLIB_DATA", str(data))
-    monkeypatch.delenv("SNNLIB_CACHE", raising=False)
-    monkeypatch.setattr(snnlib.paths, "ROOT", tmp_path / "repo")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(locate, "DEBIAN_DIR", tmp_path / "debian")
-    monkeypatch.setattr(locate, "network_available", lambda *a, **k: False)
-    return tmp_path
+def env(data_env):
+    return data_env
 
 
 # --- N-MNIST ----------------------------------------------------------------------------------

@@ -15,12 +15,7 @@ RESETS = [dict(reset="soft"), dict(reset="soft", u_rest=-1.0), dict(reset="hard"
 CASES = list(itertools.product(RESETS, [False, True], [0.5, 1.0], range(len(SURROGATES))))
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("f64")
 
 
 def _inputs(T=7, shape=(5, 4, 3), seed=0):

@@ -64,14 +64,6 @@ def test_nmnist_readme_count_fits_padding_two():
     assert matches_reference(count_parameters(m), "ide.params.f64c5.nmnist")   # 290.8K = README 291K
 
 
-@pytest.fixture
-def f64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def reference_rates(I, W_list, W_fb, T, V, leak):
     """IDE's equations written out (notes, section 1): a list of lambda-weighted rates per layer."""
     N = len(W_list) + 1

@@ -20,13 +20,7 @@ from snnlib.neurons import reset_net
 from snnlib.equilibrium.spiking_backward import cosine
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("f64_seeded")
 
 
 def small_net(dropout=0.2, leak=1.0, hidden=12):

@@ -11,13 +11,7 @@ from snnlib.models.min_latency import layer_part, parameter_counts
 from snnlib.paths import ROOT
 from snnlib.train import build
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads make these small ops erratic."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PAPER = {  # config -> (total params, used params, ptflops MMac reported by the README or None)

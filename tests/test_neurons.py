@@ -8,12 +8,7 @@ from snnlib.neurons import (ATan, IFNode, LIFNode, MemoryModule, Rectangle, Sigm
 
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("f64")
 
 
 def test_lif_step_hand_computed():

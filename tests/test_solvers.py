@@ -15,13 +15,7 @@ CONVERGENT = ("broyden", "anderson", "fixed_point")
 DOTTIE = 0.7390851332151607   # z = cos z
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("f64_seeded")
 
 
 def contractive_system(B=3, n=12, shape=None, gain=0.6):

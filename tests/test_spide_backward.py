@@ -13,13 +13,7 @@ from snnlib.equilibrium.spiking_backward import (TransposedOp, cosine, dense_sol
 from snnlib.layers import SharedDropout
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("f64_seeded")
 
 
 def _vjp(module, x_shape, y):

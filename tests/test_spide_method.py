@@ -16,12 +16,7 @@ from snnlib.models import build_model
 SMALL = {"channels": 1, "size": (4, 5), "num_classes": 5}
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("f64")
 
 
 def small_net(seed=0, **kw):
