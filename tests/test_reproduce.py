@@ -68,4 +68,5 @@ def test_report_shows_published_numbers_with_unit_tag_and_source_when_known():
         "72.41% [ref-readme] README"
     assert _published({"value": 0.9004, "std": 0.002}) == "0.9004 (std=0.002)"      # no empty tag brackets
     assert _published({"cnn": {"value": 1.5, "tag": "derived"}, "rnn": 2}) == "cnn: 1.5 [derived]; rnn: 2"
+    assert _published({"saf": 93.54, "ottt": 93.44, "tag": "unverified"}) == "saf: 93.54; ottt: 93.44 [unverified]"
     assert _published(None) == _published({}) == "–"

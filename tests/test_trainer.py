@@ -60,6 +60,17 @@ def test_run_writes_record_and_a_weights_only_checkpoint(tmp_path):
     assert rec["history"][0]["test_acc"] == h["test_acc"]
 
 
+def test_a_runs_thread_setting_does_not_leak_into_the_next_run(tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rec = train(tiny_cfg(epochs=1, max_iters_per_epoch=2, threads=1), tmp_path, progress=False)
+        assert rec["machine"]["torch_threads"] == 1        # the run itself used its setting
+        assert torch.get_num_threads() == 2                 # and the caller's count is back
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_learning_happens(tmp_path):
     rec = train(tiny_cfg(epochs=3, max_iters_per_epoch=None), tmp_path, progress=False)
     assert rec["history"][-1]["test_acc"] > 0.5   # 10 classes: chance is 0.1

@@ -46,7 +46,8 @@ def _published(p) -> str:
     if not isinstance(p, dict):
         return _fmt(p)
     if "value" not in p:
-        return "; ".join(f"{k}: {_published(v)}" for k, v in p.items())
+        named = "; ".join(f"{k}: {_published(v)}" for k, v in p.items() if k not in ("tag", "source"))
+        return named + (f" [{p['tag']}]" if p.get("tag") else "") + (f" {p['source']}" if p.get("source") else "")
     unit = p.get("unit", "")
     text = _fmt(p["value"]) + ((" " + unit) if unit and unit != "%" else unit)
     extra = ", ".join(f"{k}={_fmt(v)}" for k, v in p.items()

@@ -125,7 +125,17 @@ def _aggregate(stats_list: list[dict]) -> dict:
 
 
 def train(cfg: dict, run_dir, *, resume: bool = True, progress: bool = True) -> dict:
-    """Train one run; returns the run record (also written to ``run_dir/result.json``)."""
+    """Train one run; returns the run record (also written to ``run_dir/result.json``).
+
+    A run's ``threads`` setting holds for that run only: the caller's torch thread count is restored."""
+    threads = torch.get_num_threads()
+    try:
+        return _train(cfg, run_dir, resume=resume, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: dict, run_dir, *, resume: bool, progress: bool) -> dict:
     cfg = resolve(cfg)
     run_dir = Path(run_dir)
     dist_info = D.init_distributed()
