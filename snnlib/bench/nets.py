@@ -69,6 +69,22 @@ class BenchNet(nn.Module):
         raise NotImplementedError
 
 
+class FoldedNet(BenchNet):
+    """A peer's neurons looped over time by ``_loop(neuron, currents [T, B, ...]) -> spikes [T, B, ...]``;
+    conv, pool and linear on T*B folded batches. Subclasses provide conv1, conv2, fc, lif1, lif2."""
+
+    def _loop(self, neuron, cur):
+        raise NotImplementedError
+
+    def forward(self, x_seq):
+        T, B = x_seq.shape[:2]
+        c1 = self.conv1(x_seq.flatten(0, 1))
+        s1 = self._loop(self.lif1, c1.view(T, B, *c1.shape[1:])).flatten(0, 1)
+        c2 = self.conv2(F.avg_pool2d(s1, 2))
+        s2 = self._loop(self.lif2, c2.view(T, B, *c2.shape[1:])).flatten(0, 1)
+        return self.fc(F.avg_pool2d(s2, 2).flatten(1)).view(T, B, -1)
+
+
 # ---------------------------------------------------------------- snnlib
 class SnnlibNet(BenchNet):
     framework = "snnlib"
@@ -164,7 +180,7 @@ class SnnTorchNet(_SnnTorchLayers):
         return torch.stack(out)
 
 
-class SnnTorchFoldedNet(_SnnTorchLayers):
+class SnnTorchFoldedNet(FoldedNet, _SnnTorchLayers):
     """snnTorch neurons looped over time; stateless layers on T*B folded batches."""
 
     framework = "snntorch_folded"
@@ -178,17 +194,9 @@ class SnnTorchFoldedNet(_SnnTorchLayers):
             spikes.append(spk)
         return torch.stack(spikes)
 
-    def forward(self, x_seq):
-        T, B = x_seq.shape[:2]
-        c1 = self.conv1(x_seq.flatten(0, 1))
-        s1 = self._loop(self.lif1, c1.view(T, B, *c1.shape[1:])).flatten(0, 1)
-        c2 = self.conv2(F.avg_pool2d(s1, 2))
-        s2 = self._loop(self.lif2, c2.view(T, B, *c2.shape[1:])).flatten(0, 1)
-        return self.fc(F.avg_pool2d(s2, 2).flatten(1)).view(T, B, -1)
-
 
 # ---------------------------------------------------------------- Norse
-class NorseNet(BenchNet):
+class NorseNet(FoldedNet):
     framework = "norse"
 
     def __init__(self, spec: dict):
@@ -211,14 +219,6 @@ class NorseNet(BenchNet):
             z, state = cell(self.input_gain * c, state)
             spikes.append(z)
         return torch.stack(spikes)
-
-    def forward(self, x_seq):
-        T, B = x_seq.shape[:2]
-        c1 = self.conv1(x_seq.flatten(0, 1))
-        s1 = self._loop(self.lif1, c1.view(T, B, *c1.shape[1:])).flatten(0, 1)
-        c2 = self.conv2(F.avg_pool2d(s1, 2))
-        s2 = self._loop(self.lif2, c2.view(T, B, *c2.shape[1:])).flatten(0, 1)
-        return self.fc(F.avg_pool2d(s2, 2).flatten(1)).view(T, B, -1)
 
     def canonical_params(self):
         return [self.conv1.weight, self.conv1.bias, self.conv2.weight, self.conv2.bias, self.fc.weight, self.fc.bias]

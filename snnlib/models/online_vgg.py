@@ -73,7 +73,6 @@ class Block(nn.Module):
     def __init__(self, synapse: TraceSynapse, neuron: OnlineLIF, post: nn.Module):
         super().__init__()
         self.synapse, self.neuron, self.post = synapse, neuron, post
-        self._post_is_identity = all(isinstance(m, Scale) and m.scale == 1.0 for m in post)
 
     def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """neuron -> post on the synaptic input ``u`` [B, ...]. Returns the output and, in
@@ -82,7 +81,7 @@ class Block(nn.Module):
         if self.neuron.mode != "ottt_reference":
             return out, None
         with torch.no_grad():
-            trace = self.neuron.trace if self._post_is_identity else self.post(self.neuron.trace)
+            trace = self.post(self.neuron.trace)
         return out, trace
 
 
