@@ -147,3 +147,55 @@ def test_bench_config_files_name_known_variants():
 def test_unknown_framework_is_named():
     with pytest.raises(ValueError, match="unknown framework 'jelly'"):
         build("jelly")
+
+
+def test_phase_clock_splits_a_step_into_phases_that_sum_to_it():
+    from snnlib.bench.equilibrium import PHASES, PhaseClock
+    c = PhaseClock()
+    c.t.update(simulate=0.1, rate_map=0.01, vjp=0.2, solve=0.5, backward=0.6, optimizer=0.05)
+    sp = c.split(1.0)
+    assert set(sp) == set(PHASES)
+    assert sp["solver"] == pytest.approx(0.3) and sp["backprop"] == pytest.approx(0.1)
+    assert sum(sp.values()) == pytest.approx(1.0)
+
+
+def _eq_result(wall, vjp=0.1):
+    med = {"wall_s": wall, "simulate": 0.0, "rate_map": 0.0, "vjp": vjp, "solver": wall - vjp, "backprop": 0.0,
+           "optimizer": 0.0, "other": 0.0}
+    return {"median": med, "T": 5, "solver": [{"backward_nstep": 30.0}], "first_step": {"loss": 2.3, "grad_norm": 1.0},
+            "determinism": {"deterministic_algorithms": True, "fill_uninitialized_memory": False, "threads": 2}}
+
+
+def test_equilibrium_report_speedup_is_old_over_new_per_round():
+    eq = {"old_commit": "abc1234", "old_skipped": None,
+          "cases": [{"case": "ide_f400", "config": "ide_fmnist_f400", "batch_size": 128,
+                     "rounds": [{"new": _eq_result(0.1), "old": _eq_result(0.5)},
+                                {"old": _eq_result(0.6), "new": _eq_result(0.2)}]}]}
+    (row,) = report.equilibrium_rows(eq)
+    assert row["speedup"] == pytest.approx({"median": 4.0, "min": 3.0, "max": 5.0, "n": 2})
+    assert row["new_step_s"] == pytest.approx(0.15) and row["new_backward_nstep"] == 30.0
+    assert row["first_step_loss_diff"] == 0.0
+    assert report.equilibrium_checks([row])[1].startswith("ide_f400 at least 4x faster per step than the old "
+                                                           "commit: HOLDS")
+    assert "| ide_f400 | 5, 128 |" in report.equilibrium_markdown([row], eq)
+
+
+def test_equilibrium_worker_times_the_working_tree_and_the_old_commit(tmp_path):
+    """One process per tree (PYTHONPATH picks it); both compute the same first step."""
+    from snnlib.bench.__main__ import old_tree
+    cfg = load_bench_config(ROOT / "configs" / "bench" / "quick.yaml")
+    old, reason = old_tree(tmp_path, cfg["equilibrium"]["old_commit"])
+    if reason:
+        pytest.skip(f"old implementation unavailable: {reason}")
+    assert "class Workspace" not in (old / "snnlib" / "equilibrium" / "solvers.py").read_text()
+    r = Runner(cfg, tmp_path, log=lambda *_: None)
+    r.run("prepare", {"batch_size": 4})
+    args = {"root": str(ROOT), "config": "ide_fmnist_f400", "batch_size": 4, "warmup": 0, "steps": 1,
+            "threads": 1, "set": {"model.hidden": 16, "method_args.max_iter": 5}}
+    res = {impl: r.run_tree(f"eq_{impl}", args, tree) for impl, tree in (("new", ROOT), ("old", old))}
+    for impl, tree in (("new", ROOT), ("old", old)):
+        assert "error" not in res[impl], res[impl]
+        assert res[impl]["code"] == str((tree / "snnlib").resolve())
+        assert res[impl]["solver"][0]["backward_nstep"] == 5.0 and res[impl]["median"]["vjp"] > 0
+    assert res["new"]["determinism"]["fill_uninitialized_memory"] is False
+    assert res["new"]["first_step"]["loss"] == pytest.approx(res["old"]["first_step"]["loss"], rel=1e-6)

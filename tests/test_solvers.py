@@ -139,3 +139,80 @@ def test_implicit_layer_gradcheck(backward):
 
 def test_registry_lists_every_solver():
     assert set(CONVERGENT) | {"ide_iter"} <= set(SOLVERS)
+
+
+def reference_broyden(f, x0, max_iter, memory):
+    """Limited-memory good Broyden written plainly: per sample, python lists of the last ``memory``
+    pairs (u_i, v_i), B = -I + sum u_i v_i^T applied as a loop of dot products. Residual trace."""
+    B, n = x0.shape
+    mem = min(memory, max(max_iter - 1, 1))
+    pairs = [[] for _ in range(B)]
+
+    def apply(b, x, transpose=False):
+        out = -x
+        for u, v in pairs[b]:
+            out = out + (v * torch.dot(u, x) if transpose else u * torch.dot(v, x))
+        return out
+
+    z = x0.clone()
+    g = f(z) - z
+    trace = [float(g.norm())]
+    dz = g.clone()
+    for _ in range(max_iter - 1):
+        z = z + dz
+        g_new = f(z) - z
+        trace.append(float(g_new.norm()))
+        dg, g = g_new - g, g_new
+        for b in range(B):
+            v = apply(b, dz[b], transpose=True)
+            u = (dz[b] - apply(b, dg[b])) / torch.dot(v, dg[b])
+            pairs[b] = (pairs[b] + [(u, v)])[-mem:]
+        dz = -torch.stack([apply(b, g[b]) for b in range(B)])
+    return trace, z
+
+
+@pytest.mark.parametrize("memory", [27, 4])
+def test_broyden_trace_matches_a_plain_reference_implementation(memory):
+    """Batched products and reused buffers change nothing but rounding (float64); memory 4 < 12
+    iterations exercises the overwriting of the oldest update."""
+    B, n = 3, 20
+    A = torch.randn(B, n, n)
+    A = 0.8 * A / torch.linalg.matrix_norm(A, ord=2).view(B, 1, 1)
+    b = torch.randn(B, n)
+    f = lambda z: torch.tanh((A @ z.reshape(B, n, 1))[..., 0] + b)
+    ref, z_last = reference_broyden(f, torch.zeros(B, n), 12, memory)
+    for _ in range(2):                                  # the second solve reuses the workspace buffers
+        z, st = broyden(f, torch.zeros(B, n), max_iter=12, tol=0.0, memory=memory)
+        assert st.nstep == 12
+        for a, r in zip(st.abs_trace, ref):
+            assert a == pytest.approx(r, rel=1e-9, abs=1e-13 * ref[0])
+    assert torch.allclose(z, z_last, atol=1e-12)        # the residual falls monotonically here: last = best
+
+
+def test_solvers_reuse_their_history_buffers_and_nested_solves_get_their_own():
+    from snnlib.equilibrium.solvers import Workspace
+    ws = Workspace()
+    f, exact, _, _ = contractive_system()
+    z1, _ = broyden(f, torch.zeros(3, 12), max_iter=50, tol=1e-12, workspace=ws)
+    bufs = {id(t) for t in ws._idle}                   # the history and the residual rows
+    z2, _ = broyden(f, torch.zeros(3, 12), max_iter=50, tol=1e-12, workspace=ws)
+    assert {id(t) for t in ws._idle} == bufs and torch.equal(z1, z2) and torch.allclose(z2, exact, atol=1e-9)
+
+    def nested(z):      # a map that itself runs a solve of the same shape with the same workspace
+        inner, _ = broyden(f, torch.zeros(3, 12), max_iter=50, tol=1e-12, workspace=ws)
+        return 0.5 * z + 0.5 * inner
+    z3, st = broyden(nested, torch.zeros(3, 12), max_iter=50, tol=1e-12, workspace=ws)
+    assert st.converged and torch.allclose(z3, exact, atol=1e-9)
+    assert len(ws._idle) == 2 * len(bufs)               # the outer and the inner buffers, all returned
+    za, _ = anderson(f, torch.zeros(3, 12), max_iter=100, tol=1e-12, workspace=None)
+    zb, _ = anderson(f, torch.zeros(3, 12), max_iter=100, tol=1e-12, workspace=ws)
+    assert torch.equal(za, zb)
+    ws.max_idle_bytes = 0
+    ws.give(torch.empty(10))
+    assert ws._idle == [] and ws.idle_bytes() == 0
+
+
+def test_anderson_damping_mixes_iterates_and_images():
+    f, exact, _, _ = contractive_system()
+    z, st = anderson(f, torch.zeros(3, 12), max_iter=200, tol=1e-12, beta=0.6, m=3)
+    assert st.converged and torch.allclose(z, exact, atol=1e-9)

@@ -1,19 +1,26 @@
 """SPIDE end to end on small float64 feedback models: the spike-based gradient against the exact
 implicit one, the modified reset's rate error, the scale-factor conventions, and op counts."""
+import ast
+import json
 import math
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch.nn import functional as F
 
 from snnlib.equilibrium import equilibrium_forward
 from snnlib.equilibrium import spide_analysis as sa
-from snnlib.equilibrium.spiking_backward import cosine
+from snnlib.data import DatasetNotFound, dataset_info, get_dataset
+from snnlib.equilibrium.spiking_backward import SpikeSaturationWarning, auto_scale, cosine
 from snnlib.methods import build_method
 from snnlib.metrics.spike_ops import energy_rows, spide_op_counts
 from snnlib.models import build_model
 
 SMALL = {"channels": 1, "size": (4, 5), "num_classes": 5}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 pytestmark = pytest.mark.usefixtures("f64")
@@ -182,3 +189,81 @@ def test_evaluation_runs_without_a_backward():
     assert method.predict(x).shape == (16, 5)
     with torch.no_grad():
         assert equilibrium_forward(net, x, 10).record is None
+
+
+# --- the scale factor: saturation warning and the per-batch default ------------------------------
+def _spide_warnings(caught):
+    return [w for w in caught if issubclass(w.category, SpikeSaturationWarning)]
+
+
+def test_a_saturating_scale_warns_once_with_the_saturated_fraction():
+    net, (x, y) = small_net(), batch()
+    method = build_method("spide", net, T=10, T_b=20, scale=1.0e5)
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        st = [method.train_step(x, y, opt) for _ in range(2)]
+    shown = _spide_warnings(caught)
+    assert st[0]["spide"]["saturated"] > 0.02 and st[1]["spide"]["saturated"] > 0.02
+    assert len(shown) == 1
+    assert f"{st[0]['spide']['saturated']:.1%}" in str(shown[0].message)
+
+
+def test_the_auto_scale_keeps_a_small_batch_unsaturated_and_close_to_the_exact_gradient():
+    net, (x, y) = small_net(), batch(B=4)
+    layer_ref = sa.batch_gradients(net, x, y, T=30, backward="spide_exact")
+    grads = {}
+    for scale in ("auto", 1.0e4):
+        net.zero_grad(set_to_none=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = equilibrium_forward(net, x, 30, backward="spike", T_b=250, scale=scale)
+            F.cross_entropy(res.logits, y).backward()
+        grads[scale] = [p.grad.clone() for p in sa.snn_parameters(net)]
+        if scale == "auto":
+            assert res.record.stats["saturated"] == 0.0 and res.record.stats["scale"] > 0
+    assert cosine(grads["auto"], layer_ref) > 0.99
+    assert cosine(grads["auto"], layer_ref) > cosine(grads[1.0e4], layer_ref)
+    assert build_method("spide", small_net(), T=5).scale == "auto"
+
+
+def test_auto_scale_puts_the_largest_drive_at_half_a_spike():
+    g = torch.tensor([[0.01, -0.04], [0.02, 0.0]])
+    assert auto_scale(g, 1.0) == pytest.approx(0.5 / 0.04)
+    assert auto_scale(torch.zeros(2, 3), 1.0) == 1.0
+    with pytest.raises(ValueError, match="auto"):
+        build_method("spide", small_net(), T=5, scale="auto", legacy_scale=True)
+    with pytest.raises(ValueError, match="saturation_warn"):
+        build_method("spide", small_net(), T=5, saturation_warn=2.0)
+
+
+def _notebook02_train_settings():
+    """TRAIN of notebook 02: its parameters cell (smoke) and configs/02_spide/{cpu,paper}.yaml."""
+    nb = json.loads((ROOT / "notebooks" / "02_spide.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    tree = ast.parse("".join(cell["source"]))
+    smoke = next(ast.literal_eval(n.value) for n in tree.body
+                 if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "TRAIN")
+    scales = {"smoke": smoke}
+    for scale in ("cpu", "paper"):
+        scales[scale] = yaml.safe_load((ROOT / "configs" / "02_spide" / f"{scale}.yaml").read_text())["TRAIN"]
+    return scales
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_notebook02_training_defaults_do_not_saturate(scale):
+    p = _notebook02_train_settings()[scale]
+    run = yaml.safe_load((ROOT / "configs" / "runs" / "spide_fmnist_fc.yaml").read_text())
+    try:
+        ds = get_dataset("fashion_mnist", "train", subset=p["batch_size"], seed=0, download=False)
+    except DatasetNotFound:
+        pytest.skip("Fashion-MNIST is not installed")
+    x, y = ds.__getitems__(list(range(p["batch_size"])))
+    torch.manual_seed(0)
+    net = build_model({k: v for k, v in run["model"].items()}, dataset_info("fashion_mnist")).double()
+    method = build_method("spide", net, T=p["T"], T_b=min(p["T_b"], 100), scale=p["scale"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        st = method.train_step(x.double(), y, torch.optim.SGD(net.parameters(), lr=0.0))
+    assert not _spide_warnings(caught)
+    assert st["spide"]["saturated"] <= 0.02

@@ -1,4 +1,5 @@
-"""``python -m snnlib.bench``: snnlib against SpikingJelly, snnTorch and Norse (``make bench``).
+"""``python -m snnlib.bench``: snnlib against SpikingJelly, snnTorch and Norse (``make bench``),
+and the equilibrium methods (IDE, MPIS, SPIDE) against the library at an older commit.
 
 Runs every measurement in its own child process (``snnlib.bench.worker``; this process never
 imports torch), writes ``results/bench/*.json``, a table of ratios (``results/bench/summary.md``,
@@ -7,14 +8,22 @@ also printed) and figures under ``figures/bench/``.
     python -m snnlib.bench                       # the full suite (configs/bench/default.yaml)
     python -m snnlib.bench --config configs/bench/quick.yaml --out /tmp/bench   # seconds, for tests
     python -m snnlib.bench --only bptt memory    # some sections (report always runs)
+
+Section ``equilibrium``: training steps of IDE, MPIS and SPIDE timed in processes that alternate
+the working tree and the library at ``equilibrium.old_commit`` (extracted with ``git archive``
+into ``<results>/old-<commit>/``; skipped, with the reason, without git or that commit), each
+step split into phases by ``snnlib/bench/equilibrium.py``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import io
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -22,7 +31,8 @@ import yaml
 
 from ..paths import ROOT, results_dir
 
-SECTIONS = ("equality", "bptt", "memory", "ottt", "methods")
+SECTIONS = ("equality", "bptt", "memory", "ottt", "methods", "equilibrium")
+EQ_SCRIPT = ROOT / "snnlib" / "bench" / "equilibrium.py"
 
 
 class Runner:
@@ -77,6 +87,23 @@ class Runner:
         self.log(f"  [{self.elapsed():6.0f} s] {task} {_label(args)}" + (f"  FAILED: {res['error']}" if "error" in res else ""))
         return res
 
+    def run_tree(self, label: str, args: dict, code_root: Path) -> dict:
+        """``snnlib/bench/equilibrium.py`` in a fresh process importing ``snnlib`` from ``code_root``."""
+        argf, outf, logf = self._files(label, args)
+        env = self._env(False)
+        env["PYTHONPATH"] = str(code_root)
+        with open(logf, "w") as lf:
+            try:
+                p = subprocess.run([sys.executable, str(EQ_SCRIPT), str(argf), str(outf)], env=env, cwd=ROOT,
+                                   stdout=lf, stderr=subprocess.STDOUT, timeout=self.cfg["timeout_s"])
+                rc = p.returncode
+            except subprocess.TimeoutExpired:
+                rc = "timeout"
+        res = self._collect(rc, outf, logf)
+        took = f" {res['median']['wall_s']:.3f} s/step" if "median" in res else ""
+        self.log(f"  [{self.elapsed():6.0f} s] {label}{took}" + (f"  FAILED: {res['error']}" if "error" in res else ""))
+        return res
+
     def run_parallel(self, task: str, arg_list: list[dict], parallel: int, memory: bool = True) -> list[dict]:
         """Several fresh processes, ``parallel`` at a time (memory runs: 1 thread each)."""
         pending = [(i, a) for i, a in enumerate(arg_list)]
@@ -114,6 +141,51 @@ def _label(args: dict) -> str:
     return " ".join(f"{k}={args[k]}" for k in keys if k in args)
 
 
+def old_tree(out: Path, commit: str) -> tuple[Path | None, str | None]:
+    """The ``snnlib`` package at ``commit`` under ``out/old-<commit>/`` (extracted once, then reused):
+    (folder for PYTHONPATH, None), or (None, why it is unavailable)."""
+    dest = out / f"old-{commit}"
+    if (dest / "snnlib" / "__init__.py").exists():
+        return dest, None
+    if shutil.which("git") is None:
+        return None, "git is not installed"
+    if subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{commit}^{{commit}}"],
+                      capture_output=True).returncode != 0:
+        return None, f"commit {commit} is not in the history of {ROOT} (a shallow clone or a source archive?)"
+    p = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", commit, "snnlib"], capture_output=True)
+    if p.returncode != 0:
+        return None, f"git archive {commit} failed: {p.stderr.decode(errors='replace').strip()[:200]}"
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(p.stdout)) as tar:
+        tar.extractall(tmp, filter="data")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest, None
+
+
+def equilibrium_section(r: Runner, cfg: dict, out: Path, log=print) -> dict:
+    """Every case in alternated rounds: new, old | old, new | ... (one process per measurement)."""
+    e = cfg["equilibrium"]
+    old, reason = old_tree(out, str(e["old_commit"]))
+    if reason:
+        log(f"  equilibrium: the old implementation is skipped: {reason}")
+    trees = {"new": ROOT} if old is None else {"new": ROOT, "old": old}
+    cases = []
+    for name, case in e["cases"].items():
+        args = {"root": str(ROOT), "config": case["config"], "set": case.get("set", {}),
+                "batch_size": case["batch_size"], "warmup": case.get("warmup", e["warmup"]),
+                "steps": case.get("steps", e["steps"]), "threads": e.get("threads", cfg["threads"])}
+        rounds = []
+        for i in range(case.get("rounds", e["rounds"])):
+            order = list(trees) if i % 2 == 0 else list(reversed(list(trees)))
+            rounds.append({impl: r.run_tree(f"eq_{name}_{impl}", args, trees[impl]) for impl in order})
+        cases.append({"case": name, "label": case.get("label", name), **args, "rounds": rounds})
+    return {"old_commit": e["old_commit"], "old_code": str(old) if old else None, "old_skipped": reason,
+            "cases": cases}
+
+
 def load_bench_config(path) -> dict:
     with open(path) as f:
         cfg = yaml.safe_load(f)
@@ -137,8 +209,9 @@ def run_suite(cfg: dict, out: Path, only=None, log=print) -> dict:
     Ts = cfg["Ts"]
     log(f"snnlib.bench: {', '.join(s for s in SECTIONS if s in only)}; T in {Ts}, batch {cfg['batch_size']}; "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    eq_sizes = [c["batch_size"] for c in cfg.get("equilibrium", {}).get("cases", {}).values()]
     prep = r.run("prepare", {"batch_size": max(cfg["batch_size"], cfg["equality"]["batch_size"],
-                                               cfg["methods"]["batch_size"])})
+                                               cfg["methods"]["batch_size"], *eq_sizes)})
     write_json(out / "batch.json", prep)
     if "equality" in only:
         e = cfg["equality"]
@@ -167,6 +240,8 @@ def run_suite(cfg: dict, out: Path, only=None, log=print) -> dict:
         write_json(out / "methods_memory.json",
                    r.run("methods", {"batch_size": mm["batch_size"], "Ts": mm["Ts"], "configs": mm["configs"],
                                      "threads": 1}))
+    if "equilibrium" in only and "equilibrium" in cfg:
+        write_json(out / "equilibrium.json", equilibrium_section(r, cfg, out, log))
     return {"seconds": r.elapsed()}
 
 

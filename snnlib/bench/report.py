@@ -181,6 +181,100 @@ def markdown(bptt: list[dict], ottt: list[dict], methods: dict | None, eq: dict 
     return "\n".join(L)
 
 
+EQ_PHASES = ("simulate", "rate_map", "vjp", "solver", "backprop", "optimizer", "other")
+EQ_TARGETS = {"mpis_cpu": 3.0, "ide_f400": 4.0}      # the issue's done-when speed-ups over the old commit
+
+
+def equilibrium_rows(eq: dict | None) -> list[dict]:
+    """Per case: step time of each implementation (median of its processes' medians), the speed-up
+    old / new per alternated round, median phases, backward iterations, determinism, and how far the
+    first step's loss and gradient norm of the two implementations are apart."""
+    rows = []
+    for c in (eq or {}).get("cases", []):
+        row = {"case": c["case"], "label": c.get("label", c["case"]), "config": c["config"], "set": c.get("set", {}),
+               "batch_size": c["batch_size"], "errors": {}}
+        per = {}
+        for rd in c["rounds"]:
+            for impl, res in rd.items():
+                if "error" in res:
+                    row["errors"][impl] = res["error"] + " " + res.get("log_tail", "")[-300:]
+                    continue
+                per.setdefault(impl, []).append(res)
+        for impl, results in per.items():
+            row[f"{impl}_step_s"] = statistics.median(r["median"]["wall_s"] for r in results)
+            row[f"{impl}_phases_s"] = {k: statistics.median(r["median"][k] for r in results) for k in EQ_PHASES}
+            row[f"{impl}_images_per_s"] = c["batch_size"] / row[f"{impl}_step_s"]
+            row[f"{impl}_determinism"] = results[0]["determinism"]
+            nsteps = [s["backward_nstep"] for r in results for s in r["solver"] if "backward_nstep" in s]
+            row[f"{impl}_backward_nstep"] = statistics.median(nsteps) if nsteps else None
+            row["T"] = results[0]["T"]
+        ratios = [rd["old"]["median"]["wall_s"] / rd["new"]["median"]["wall_s"] for rd in c["rounds"]
+                  if "median" in rd.get("old", {}) and "median" in rd.get("new", {})]
+        row["speedup"] = summary(ratios)
+        for ph in ("vjp", "solver"):
+            rr = [rd["old"]["median"][ph] / rd["new"]["median"][ph] for rd in c["rounds"]
+                  if "median" in rd.get("old", {}) and "median" in rd.get("new", {}) and rd["new"]["median"][ph] > 0]
+            row[f"{ph}_speedup"] = summary(rr)
+        if "new" in per and "old" in per:
+            a, b = per["new"][0]["first_step"], per["old"][0]["first_step"]
+            row["first_step_loss_diff"] = abs(a["loss"] - b["loss"])
+            row["first_step_grad_norm_rel_diff"] = abs(a["grad_norm"] - b["grad_norm"]) / max(b["grad_norm"], 1e-30)
+        rows.append(row)
+    return rows
+
+
+def _ms(v) -> str:
+    return "n/a" if v is None else f"{1e3 * v:.0f}"
+
+
+def _rate(v) -> str:
+    return "n/a" if v is None else (f"{v:.0f}" if v >= 10 else f"{v:.2f}")
+
+
+def equilibrium_markdown(rows: list[dict], eq: dict) -> str:
+    L = [f"Equilibrium methods: one training step (forward simulation, rate map, implicit backward, optimiser) "
+         f"of this tree against the library at {eq.get('old_commit')} ({'skipped: ' + eq['old_skipped'] if eq.get('old_skipped') else 'extracted with git archive'}). "
+         "Processes alternate new, old | old, new; speed-up = old step time / new step time per round, median (range).",
+         "", "| case | T, batch | new img/s | old img/s | speed-up | VJPs old/new | solver algebra old/new | backward iterations |",
+         "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ni, oi = r.get("new_images_per_s"), r.get("old_images_per_s")
+        L.append(f"| {r['label']} | {r.get('T', '?')}, {r['batch_size']} | {_rate(ni)} | "
+                 f"{_rate(oi)} | {fmt_ratio(r['speedup'])} | {fmt_ratio(r['vjp_speedup'])} | "
+                 f"{fmt_ratio(r['solver_speedup'])} | {r.get('new_backward_nstep')} |")
+    L += ["", "Phases of a step (ms, median; new / old):", "",
+          "| case | " + " | ".join(EQ_PHASES) + " | step |", "|---|" + "---|" * (len(EQ_PHASES) + 1)]
+    for r in rows:
+        n, o = r.get("new_phases_s", {}), r.get("old_phases_s", {})
+        L.append(f"| {r['label']} | " + " | ".join(f"{_ms(n.get(k))} / {_ms(o.get(k))}" for k in EQ_PHASES)
+                 + f" | {_ms(r.get('new_step_s'))} / {_ms(r.get('old_step_s'))} |")
+    L.append("")
+    for r in rows:
+        parts = [f"{impl}: deterministic algorithms {d['deterministic_algorithms']}, fill_uninitialized_memory "
+                 f"{d['fill_uninitialized_memory']}, {d['threads']} threads"
+                 for impl in ("new", "old") if (d := r.get(f"{impl}_determinism"))]
+        same = ""
+        if "first_step_loss_diff" in r:
+            same = (f"; first step: |loss new - old| {r['first_step_loss_diff']:.1e}, gradient norm relative "
+                    f"difference {r['first_step_grad_norm_rel_diff']:.1e}")
+        errs = "; FAILED: " + "; ".join(f"{k}: {v}" for k, v in r["errors"].items()) if r["errors"] else ""
+        L.append(f"- {r['label']}: " + "; ".join(parts) + same + errs)
+    return "\n".join(L)
+
+
+def equilibrium_checks(rows: list[dict]) -> list[str]:
+    out = []
+    by = {r["case"]: r for r in rows}
+    for case, target in EQ_TARGETS.items():
+        r = by.get(case)
+        if r is None or r["speedup"] is None:
+            out.append(f"{case} at least {target:g}x faster per step than the old commit: NOT MEASURED")
+            continue
+        out.append(f"{r['label']} at least {target:g}x faster per step than the old commit: "
+                   f"{_verdict(r['speedup']['median'] >= target)} ({fmt_ratio(r['speedup'])})")
+    return out
+
+
 def _verdict(holds: bool) -> str:
     return "HOLDS" if holds else "DOES NOT HOLD"
 
@@ -304,6 +398,11 @@ def main(argv=None) -> int:
     methods, eq, batch = _load(out / "methods_memory.json"), _load(out / "equality.json"), _load(out / "batch.json")
     md = markdown(bptt, ottt, methods, eq, batch)
     done = checks(bptt, ottt)
+    eqres = _load(out / "equilibrium.json")
+    eq_rows = equilibrium_rows(eqres)
+    if eq_rows:
+        md += "\n\n" + equilibrium_markdown(eq_rows, eqres)
+        done += equilibrium_checks(eq_rows)
     unavailable = {}
     for r in thr + (_load(out / "ottt_throughput.json") or []):
         unavailable.update(r.get("unavailable", {}))
@@ -321,7 +420,7 @@ def main(argv=None) -> int:
         text += "\nSkipped (failed to install, import or build): " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()) + "\n"
     text += "\nDone-when checks:\n" + "\n".join(f"- {c}" for c in done) + "\n"
     (out / "summary.md").write_text(text)
-    (out / "summary.json").write_text(json.dumps({"bptt": bptt, "ottt": ottt, "checks": done,
+    (out / "summary.json").write_text(json.dumps({"bptt": bptt, "ottt": ottt, "equilibrium": eq_rows, "checks": done,
                                                   "unavailable": unavailable}, indent=1))
     print("\n" + text)
     try:

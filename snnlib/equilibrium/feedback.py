@@ -36,6 +36,7 @@ from torch.nn.utils import parametrize
 from ..layers.dropout import SharedDropout
 from ..neurons import lif_step, rate_normaliser
 from ..neurons.surrogate import Surrogate, get_surrogate
+from .implicit import clamp01
 
 FUSION_MODES = ("current", "membrane_snn_only", "none")
 MAP_SCALES = ("V", "V2")
@@ -433,10 +434,10 @@ class FeedbackSNN(nn.Module):
             c = list(self.fusion(c[0], c[1]))
         out = []
         for k, st in enumerate(self.streams):
-            a = torch.clamp(c[k] / d, 0.0, 1.0)
+            a = clamp01(c[k] / d)
             layers = [a]
             for m in st.forward_maps:
-                a = torch.clamp(m(a, bn_mode=bn_mode) / d, 0.0, 1.0)
+                a = clamp01(m(a, bn_mode=bn_mode) / d)
                 layers.append(a)
             out.append(layers if all_layers else a)
         return out

@@ -15,10 +15,16 @@ solver), ``anderson`` (Anderson acceleration, torchdeq's defaults m=6, lam=1e-4)
 ``fixed_point`` (damped iteration z <- z + tau (f(z) - z)), and ``ide_iter``, which
 reproduces IDE's released "iter" update z <- (z + (f(z) - z)) / 2 = f(z)/2: it converges to
 the fixed point of f/2, not of f (a documented defect, kept for comparison only).
+
+Speed: the history of Broyden and Anderson lives in buffers borrowed from a ``Workspace``
+(``WORKSPACE`` by default), so repeated solves of one shape (every training step) allocate
+and fill nothing; every product with the history is a batched matrix product of row vectors
+([B, r, n] x [B, n, k] and [B, r, k] x [B, k, n]), the fast layout of CPU BLAS.
 """
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -52,6 +58,61 @@ class SolverStat:
         return asdict(self)
 
 
+class Workspace:
+    """Solver buffers reused across solves: a solve borrows a buffer of its exact shape, dtype and
+    device and hands it back when it ends, so training steps after the first allocate (and, with
+    ``torch.utils.deterministic.fill_uninitialized_memory``, fill) no history. A buffer in use is
+    never handed out twice (nested solves get their own). Idle buffers beyond ``max_idle_bytes``
+    are dropped, least recently returned first; ``clear()`` drops them all.
+    Buffer contents are stale: solvers read only what they wrote in the same solve."""
+
+    def __init__(self, max_idle_bytes: int = 2 * 1024 ** 3):
+        self.max_idle_bytes = int(max_idle_bytes)
+        self._idle: list[torch.Tensor] = []      # most recently returned last
+
+    def take(self, shape, dtype, device) -> torch.Tensor:
+        shape, device = torch.Size(shape), torch.device(device)
+        for i in range(len(self._idle) - 1, -1, -1):
+            t = self._idle[i]
+            if t.shape == shape and t.dtype == dtype and t.device == device:
+                return self._idle.pop(i)
+        return torch.empty(shape, dtype=dtype, device=device)
+
+    def give(self, t: torch.Tensor) -> None:
+        self._idle.append(t)
+        while self._idle and self.idle_bytes() > self.max_idle_bytes:
+            self._idle.pop(0)
+
+    @contextmanager
+    def borrow(self, shape, dtype, device):
+        """``with ws.borrow(shape, dtype, device) as buf:`` a buffer (uninitialised contents)."""
+        t = self.take(shape, dtype, device)
+        try:
+            yield t
+        finally:
+            self.give(t)
+
+    def idle_bytes(self) -> int:
+        return sum(_nbytes(t) for t in self._idle)
+
+    def clear(self) -> None:
+        self._idle.clear()
+
+
+WORKSPACE = Workspace()
+
+
+def _borrow(workspace: Workspace | None, shape, like: torch.Tensor):
+    if workspace is None:           # no reuse: a fresh buffer for this solve
+        return _fresh(shape, like)
+    return workspace.borrow(shape, like.dtype, like.device)
+
+
+@contextmanager
+def _fresh(shape, like):
+    yield torch.empty(shape, dtype=like.dtype, device=like.device)
+
+
 class _Tracker:
     """Residual bookkeeping shared by the solvers: traces, per-sample best iterate, stopping."""
 
@@ -65,12 +126,14 @@ class _Tracker:
         self.best_res = torch.full((z0.shape[0],), math.inf, dtype=torch.float64, device=z0.device)
         self.best_fnorm = torch.ones_like(self.best_res)
 
-    def record(self, z: torch.Tensor, fz: torch.Tensor) -> bool:
-        """Record f(z) for iterate z; returns True when the stopping criterion is met."""
+    def record(self, z: torch.Tensor, fz: torch.Tensor, r: torch.Tensor | None = None) -> bool:
+        """Record f(z) for iterate z (``r``: f(z) - z as [B, n] when the solver has it already);
+        returns True when the stopping criterion is met."""
         B = z.shape[0]
-        r = (fz - z).reshape(B, -1).double()
-        rs = r.norm(dim=1)
-        fs = fz.reshape(B, -1).double().norm(dim=1)
+        if r is None:
+            r = fz - z
+        rs = torch.linalg.vector_norm(r.reshape(B, -1), dim=1, dtype=torch.float64)
+        fs = torch.linalg.vector_norm(fz.reshape(B, -1), dim=1, dtype=torch.float64)
         if not torch.isfinite(rs).all():
             raise FloatingPointError(f"{self.stat.name}: the residual became non-finite at step "
                                      f"{self.stat.nstep + 1}; the iteration diverged")
@@ -81,9 +144,12 @@ class _Tracker:
         st.abs_trace.append(a)
         st.rel_trace.append(rel)
         better = rs < self.best_res
-        if better.any():
-            shape = (B,) + (1,) * (z.dim() - 1)
-            self.best = torch.where(better.view(shape), z.detach(), self.best)
+        if better.all():                  # the common case: one copy instead of a masked select
+            self.best.copy_(z.detach().reshape(self.best.shape))
+            self.best_res, self.best_fnorm = rs, fs
+        elif better.any():
+            shape = (B,) + (1,) * (self.best.dim() - 1)
+            self.best = torch.where(better.view(shape), z.detach().reshape(self.best.shape), self.best)
             self.best_res = torch.where(better, rs, self.best_res)
             self.best_fnorm = torch.where(better, fs, self.best_fnorm)
         value = a if st.stop_mode == "abs" else rel
@@ -125,9 +191,10 @@ def fixed_point(f: Callable, x0: torch.Tensor, *, max_iter: int = 30, tol: float
     z = x0
     for _ in range(max_iter):
         fz = f(z)
-        if tr.record(z, fz):
+        r = fz - z
+        if tr.record(z, fz, r):
             break
-        z = z + tau * (fz - z)
+        z = z + tau * r
     return tr.finish(buffer_bytes=2 * _nbytes(x0))
 
 
@@ -144,20 +211,24 @@ def ide_iter(f: Callable, x0: torch.Tensor, *, max_iter: int = 30, tol: float = 
     z = x0
     for _ in range(max_iter):
         fz = f(z)
-        if tr.record(z, fz):
+        r = fz - z
+        if tr.record(z, fz, r):
             break
-        z = 0.5 * (z + (fz - z))
+        z = 0.5 * (z + r)
     return tr.finish(buffer_bytes=2 * _nbytes(x0), last=z)
 
 
 @torch.no_grad()
 def anderson(f: Callable, x0: torch.Tensor, *, max_iter: int = 30, tol: float = 1e-6, stop_mode: str = "rel",
-             m: int = 6, lam: float = 1e-4, beta: float = 1.0):
+             m: int = 6, lam: float = 1e-4, beta: float = 1.0, workspace: Workspace | None = WORKSPACE):
     """Anderson acceleration (type II) with history ``m``, Tikhonov ``lam`` and mixing ``beta``.
 
     Per sample: alpha = argmin ||sum_i alpha_i G_i||^2 + lam s ||alpha||^2 s.t. sum alpha = 1 over
     the last m residuals G_i = f(x_i) - x_i, with s the mean ||G_i||^2 (so ``lam`` is scale-free;
     torchdeq adds an absolute 1e-4); next x = beta sum alpha_i f(x_i) + (1 - beta) sum alpha_i x_i.
+    The Gram matrix G G^T is kept (float64) and updated by one row per step; the history
+    (f(x_i) and G_i, [B, m, n] each; x_i = f(x_i) - G_i) is borrowed from ``workspace``
+    (None: fresh buffers).
     """
     _check(max_iter, tol)
     if m < 1:
@@ -166,54 +237,73 @@ def anderson(f: Callable, x0: torch.Tensor, *, max_iter: int = 30, tol: float = 
     shape = x0.shape
     B = shape[0]
     n = x0[0].numel()
-    X = x0.new_zeros(B, m, n)
-    Fh = x0.new_zeros(B, m, n)
-    x = x0
-    fx = f(x)
-    done = tr.record(x, fx)
-    X[:, 0], Fh[:, 0] = x.reshape(B, n), fx.reshape(B, n)
-    count = 1
-    if not done and max_iter > 1:
-        x = fx
+    with _borrow(workspace, (2, B, m, n), x0) as hist:
+        Fh, G = hist[0], hist[1]
+        GG = torch.zeros(B, m, m, dtype=torch.float64, device=x0.device)
+
+        def store(slot, valid, fx, r):
+            """Write iterate ``slot`` and its Gram row/column against the ``valid`` filled slots."""
+            Fh[:, slot].copy_(fx.reshape(B, n))
+            G[:, slot].copy_(r.reshape(B, n))
+            row = torch.bmm(G[:, slot:slot + 1], G[:, :valid].transpose(1, 2))[:, 0].double()   # [B, valid]
+            GG[:, slot, :valid] = row
+            GG[:, :valid, slot] = row
+
+        x = x0
         fx = f(x)
-        done = tr.record(x, fx)
-        if m > 1:
-            X[:, 1], Fh[:, 1] = x.reshape(B, n), fx.reshape(B, n)
-        else:
-            X[:, 0], Fh[:, 0] = x.reshape(B, n), fx.reshape(B, n)
-        count = min(2, m)
-    k = 2
-    while not done and k < max_iter:
-        h = min(count, m)
-        G = (Fh[:, :h] - X[:, :h]).double()
-        H = torch.zeros(B, h + 1, h + 1, dtype=torch.float64, device=x0.device)
-        H[:, 0, 1:] = 1.0
-        H[:, 1:, 0] = 1.0
-        GG = G @ G.transpose(1, 2)
-        scale = GG.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-300).view(B, 1, 1)
-        H[:, 1:, 1:] = GG + lam * scale * torch.eye(h, dtype=torch.float64, device=x0.device)
-        rhs = torch.zeros(B, h + 1, 1, dtype=torch.float64, device=x0.device)
-        rhs[:, 0] = 1.0
-        alpha = torch.linalg.solve(H, rhs)[:, 1:, 0].to(x0.dtype)            # [B, h]
-        xn = beta * (alpha.unsqueeze(1) @ Fh[:, :h])[:, 0] + (1 - beta) * (alpha.unsqueeze(1) @ X[:, :h])[:, 0]
-        x = xn.reshape(shape)
-        fx = f(x)
-        done = tr.record(x, fx)
-        slot = count % m
-        X[:, slot], Fh[:, slot] = x.reshape(B, n), fx.reshape(B, n)
-        count += 1
-        k += 1
-    return tr.finish(buffer_bytes=_nbytes(X) + _nbytes(Fh) + 2 * _nbytes(x0))
+        r = fx - x
+        done = tr.record(x, fx, r)
+        store(0, 1, fx, r)
+        count = 1
+        if not done and max_iter > 1:
+            x = fx
+            fx = f(x)
+            r = fx - x
+            done = tr.record(x, fx, r)
+            if m > 1:
+                store(1, 2, fx, r)
+            else:
+                store(0, 1, fx, r)
+            count = min(2, m)
+        k = 2
+        while not done and k < max_iter:
+            h = min(count, m)
+            H = torch.zeros(B, h + 1, h + 1, dtype=torch.float64, device=x0.device)
+            H[:, 0, 1:] = 1.0
+            H[:, 1:, 0] = 1.0
+            gg = GG[:, :h, :h]
+            scale = gg.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-300).view(B, 1, 1)
+            H[:, 1:, 1:] = gg + lam * scale * torch.eye(h, dtype=torch.float64, device=x0.device)
+            rhs = torch.zeros(B, h + 1, 1, dtype=torch.float64, device=x0.device)
+            rhs[:, 0] = 1.0
+            alpha = torch.linalg.solve(H, rhs)[:, 1:, 0].to(x0.dtype).unsqueeze(1)     # [B, 1, h]
+            xn = torch.bmm(alpha, Fh[:, :h])[:, 0]
+            if beta != 1.0:          # beta F + (1 - beta) X = F - (1 - beta) G
+                xn = xn - (1 - beta) * torch.bmm(alpha, G[:, :h])[:, 0]
+            x = xn.reshape(shape)
+            fx = f(x)
+            r = fx - x
+            done = tr.record(x, fx, r)
+            slot = count % m
+            store(slot, min(count + 1, m), fx, r)
+            count += 1
+            k += 1
+        return tr.finish(buffer_bytes=_nbytes(hist) + _nbytes(GG) + 2 * _nbytes(x0))
 
 
 @torch.no_grad()
 def broyden(f: Callable, x0: torch.Tensor, *, max_iter: int = 30, tol: float = 1e-6, stop_mode: str = "rel",
-            memory: int = 27):
+            memory: int = 27, workspace: Workspace | None = WORKSPACE):
     """Limited-memory "good" Broyden on g(z) = f(z) - z, without line search (as IDE).
 
     The inverse Jacobian of g is approximated per sample by B = -I + sum_i u_i v_i^T, starting
     from -I (so the first step is plain iteration z <- f(z)), with at most ``memory`` rank-one
     updates kept (the oldest is overwritten). Step: dz = -B g(z).
+
+    Per step the history is read four times: v = B^T dz ([B, 1, n] x U^T, then x V), and one
+    pair of batched products gives both B dg (for the new u) and B' g (the next step, B' the
+    history without the pair about to be overwritten; the new pair is added as a rank-one term).
+    U and V^T ([B, memory, n] each) are borrowed from ``workspace`` (None: fresh buffers).
     """
     _check(max_iter, tol)
     if memory < 1:
@@ -223,50 +313,48 @@ def broyden(f: Callable, x0: torch.Tensor, *, max_iter: int = 30, tol: float = 1
     B = shape[0]
     n = x0[0].numel()
     mem = min(memory, max(max_iter - 1, 1))
-    U = x0.new_zeros(B, n, mem)
-    Vt = x0.new_zeros(B, mem, n)
-
-    used = 0
-
-    def matvec(x):       # B x, x [B, n]; only the filled history columns
-        k = min(used, mem)
-        if k == 0:
-            return -x
-        coef = (Vt[:, :k] * x.unsqueeze(1)).sum(-1)                 # [B, k]
-        return -x + (U[:, :, :k] * coef.unsqueeze(1)).sum(-1)
-
-    def rmatvec(x):      # x^T B, x [B, n]
-        k = min(used, mem)
-        if k == 0:
-            return -x
-        coef = (U[:, :, :k] * x.unsqueeze(2)).sum(1)                # [B, k]
-        return -x + (coef.unsqueeze(2) * Vt[:, :k]).sum(1)
-
-    z = x0.reshape(B, n)
-    fz = f(x0)
-    done = tr.record(x0, fz)
-    gz = fz.reshape(B, n) - z
-    dz = gz.clone()
-    while not done and tr.stat.nstep < max_iter:
-        z = z + dz
-        fz = f(z.reshape(shape))
-        done = tr.record(z.reshape(shape), fz)
-        g_new = fz.reshape(B, n) - z
-        dg = g_new - gz
-        gz = g_new
-        if done:
-            break
-        vt = rmatvec(dz)
-        den = (vt * dg).sum(1, keepdim=True)
-        ok = den.abs() > 1e-30
-        u = torch.where(ok, (dz - matvec(dg)) / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(dz))
-        vt = torch.where(ok, vt, torch.zeros_like(vt))
-        slot = used % mem
-        U[:, :, slot] = u
-        Vt[:, slot] = vt
-        used += 1
-        dz = -matvec(gz)
-    return tr.finish(buffer_bytes=_nbytes(U) + _nbytes(Vt) + 4 * _nbytes(x0))
+    with _borrow(workspace, (2, B, mem, n), x0) as hist, _borrow(workspace, (2, B, 2, n), x0) as work:
+        Ut, Vt = hist[0], hist[1]         # row i: u_i and v_i^T of the i-th kept update
+        used = 0
+        z = x0.reshape(B, n)
+        fz = f(x0)
+        gz = fz.reshape(B, n) - z
+        done = tr.record(x0, fz, gz)
+        dz = gz.clone()
+        while not done and tr.stat.nstep < max_iter:
+            z = z + dz
+            fz = f(z.reshape(shape))
+            rows = work[tr.stat.nstep % 2]        # (dg, g) of this step; the other half holds the last g
+            g_new = torch.sub(fz.reshape(B, n), z, out=rows[:, 1])
+            done = tr.record(z, fz, g_new)
+            if done:
+                break
+            dg = torch.sub(g_new, gz, out=rows[:, 0])
+            gz = g_new
+            k = min(used, mem)
+            slot = used % mem
+            if k == 0:
+                vt, Brows = -dz, -rows
+            else:
+                coef = torch.bmm(dz.unsqueeze(1), Ut[:, :k].transpose(1, 2))       # dz^T u_i  [B, 1, k]
+                vt = torch.baddbmm(dz.unsqueeze(1), coef, Vt[:, :k], beta=-1)[:, 0]   # B^T dz
+                coef = torch.bmm(rows, Vt[:, :k].transpose(1, 2))                 # v_i^T (dg, g)  [B, 2, k]
+                if used >= mem:
+                    coef[:, 1, slot] = 0.0          # B' (for the next step) drops the overwritten pair
+                Brows = torch.baddbmm(rows, coef, Ut[:, :k], beta=-1)             # (B dg, B' g)  [B, 2, n]
+            den = torch.linalg.vecdot(vt, dg).unsqueeze(1)
+            ok = den.abs() > 1e-30
+            if ok.all():
+                u = (dz - Brows[:, 0]) / den
+            else:                             # no update for samples whose denominator vanished
+                u = torch.where(ok, (dz - Brows[:, 0]) / torch.where(ok, den, torch.ones_like(den)),
+                                torch.zeros_like(dz))
+                vt = torch.where(ok, vt, torch.zeros_like(vt))
+            Ut[:, slot] = u
+            Vt[:, slot] = vt
+            used += 1
+            dz = -(Brows[:, 1] + u * torch.linalg.vecdot(vt, gz).unsqueeze(1))
+        return tr.finish(buffer_bytes=2 * _nbytes(Ut) + 4 * _nbytes(x0))
 
 
 SOLVERS: dict[str, Callable] = {"broyden": broyden, "anderson": anderson, "fixed_point": fixed_point,

@@ -31,7 +31,23 @@ from ..layers import SharedDropout
 from ..neurons import rate_normaliser, ternary_step
 
 __all__ = ["TransposedOp", "transpose_of", "SpikeSolve", "ternary_solve", "dense_solve", "rate_weight_grads",
-           "cosine"]
+           "cosine", "auto_scale", "SpikeSaturationWarning", "AUTO_DRIVE"]
+
+AUTO_DRIVE = 0.5   # scale="auto": the largest per-step drive s |g| of the batch, in spike magnitudes V_b
+
+
+class SpikeSaturationWarning(RuntimeWarning):
+    """SPIDE's backward neurons saturate: the scale s is too large for this gradient magnitude."""
+
+
+def auto_scale(g: torch.Tensor, v_b: float, drive: float = AUTO_DRIVE) -> float:
+    """s = drive * V_b / max|g|: the strongest per-step input of the last backward layer is
+    ``drive`` spike magnitudes, so rates stay below the clip +-V_b while the gradient is resolved
+    by many spikes. [derived] On the notebook's 784-256-128 FC net (float64, T = 30, T_b = 100)
+    this gives cosine >= 0.997 with the exact per-layer gradient at batch 4 and 32, where a fixed
+    s = 100 saturates 15% of the backward neurons at batch 4 (cosine 0.956). Zero g gives s = 1."""
+    m = float(g.detach().abs().max()) if g.numel() else 0.0
+    return drive * float(v_b) / m if m > 0 and math.isfinite(m) else 1.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -488,6 +504,7 @@ class SpikeBackwardStat:
             total = sum(t.numel() for t in n)
             out["backward_firing"] = sum(f * t.numel() for f, t in zip(s.firing, n)) / total
             out["saturated"] = sum(f * t.numel() for f, t in zip(s.saturated, n)) / total
+            out["scale"] = s.scale
             if s.sops is not None:
                 out["backward_sops"] = float(s.sops)
         return out
@@ -518,7 +535,10 @@ def _register():
         snn, drive, rates, g = _spide_problem(problem)
         masks = layer_masks(rates)
         tr = stream_transposes(snn.streams[0], [r.shape for r in rates])
-        s = 1.0 if loss_scaled else float(scale)
+        if scale == "auto" and loss_scaled:
+            raise ValueError("scale='auto' picks s per batch and cannot be combined with a loss scaled by s")
+        u_b = -v_th_b if u_rest_b is None else float(u_rest_b)
+        s = 1.0 if loss_scaled else (auto_scale(g, v_th_b - u_b) if scale == "auto" else float(scale))
         sol = ternary_solve(g, tr, masks, T_b=int(T_b), V=snn.map_divisor, scale=s, v_th_b=v_th_b,
                             u_rest_b=u_rest_b, leak=snn.leak, count_sops=count_sops)
         apply_rate_gradients(snn, drive, rates, masks, sol.beta)

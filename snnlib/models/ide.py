@@ -112,10 +112,10 @@ class IDEMultiLayer(_LinearReadout):
 
 
 @register_model("alexnet_f")
-def alexnet_f(in_channels: int = 3, input_size=(32, 32), num_classes: int = 10, dropout: float = 0.0,
+def alexnet_f(in_channels: int = 3, input_size=(32, 32), num_classes: int = 10, dropout: float = 0.2,
               leak: float = 1.0, v_th: float = 2.0, u_rest: float = 0.0, feedback_norm: bool = True,
               map_scale: str = "V", sim_bn: str = "running") -> IDEMultiLayer:
-    """AlexNet-F (IDE's CIFAR script uses dropout 0 for it)."""
+    """AlexNet-F (dropout 0.2: the ``--drop`` default of IDE's cifar_alexnetf.py [ref-code])."""
     return IDEMultiLayer(in_channels, input_size, num_classes, PRESETS["alexnet_f"], dropout, leak, v_th, u_rest,
                          feedback_norm, map_scale, sim_bn)
 
