@@ -2,6 +2,8 @@
 
 ``run(cfg)`` returns the stored record when ``results/runs/<name>-<hash>/result.json``
 exists, resumes from the run's checkpoint when it was interrupted, and trains otherwise.
+``run_many`` trains in this process by default; ``SNNLIB_EXECUTOR`` hands its runs to local
+processes or a Slurm cluster instead (see ``snnlib.experiments.executors``).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 
 from ..paths import results_dir
 from .config import config_hash, load_yaml, resolve
+from .executors import executor_name, submit_runs
 from .io import read_json
 
 
@@ -37,8 +40,21 @@ def run(cfg, overrides: dict | None = None, *, progress: bool = True, force: boo
     return train(cfg, rd, progress=progress, resume=not force)
 
 
-def run_many(cfgs: list[dict], *, progress: bool = True, label: str = "runs") -> list[dict]:
-    """Run a list of configs in order, printing which run is going and an estimate of what is left."""
+def run_many(cfgs: list[dict], *, progress: bool = True, label: str = "runs", executor: str | None = None) -> list[dict]:
+    """Run a list of configs, printing which run is going; returns their records in order.
+
+    ``executor`` (default ``$SNNLIB_EXECUTOR``, else 'inline'): 'inline' trains them here one
+    after the other with an estimate of what is left; 'local', 'slurm' or 'submitit-local'
+    submit the unfinished ones and wait for all (``snnlib.experiments.executors``).
+    """
+    name = executor_name(executor)
+    if name != "inline":
+        resolved = [resolve(c) for c in cfgs]
+        tasks = {}
+        for cfg in resolved:   # one job per run folder, however often a config is listed
+            tasks.setdefault(run_dir_for(cfg), cfg)
+        submit_runs([(cfg, rd) for rd, cfg in tasks.items()], name, progress=progress, label=label)
+        return [read_json(run_dir_for(cfg) / "result.json") for cfg in resolved]
     records, t0, trained = [], time.perf_counter(), 0
     n = len(cfgs)
     for i, cfg in enumerate(cfgs):
