@@ -11,8 +11,14 @@ import datetime as _dt
 
 from ..paths import results_dir
 from .io import read_json, write_json
+from .verdict import FAILS, HOLDS, Verdict
 
 KINDS = ("correctness", "result")
+
+
+def verdict_of(entry: dict) -> str:
+    """The three-way verdict of a ledger entry (entries recorded before ``judge`` existed: from ``holds``)."""
+    return entry.get("verdict") or (HOLDS if entry["holds"] else FAILS)
 
 
 class ClaimFailed(AssertionError):
@@ -48,6 +54,22 @@ class Ledger:
         self.save()
         if kind == "correctness" and not holds:
             raise ClaimFailed(f"{id}: {statement} -- measured {measured!r}, threshold {threshold}")
+        return entry
+
+    def judge(self, id: str, statement: str, verdict: Verdict, threshold: str, source: str, *, budget: str,
+              measured=None, published=None, note: str | None = None) -> dict:
+        """Record a result claim decided by ``snnlib.experiments.verdict`` (holds / does not hold /
+        inconclusive at this budget). The entry keeps the verdict, its statistic, interval and
+        number of seeds, and ``budget`` (e.g. "60k images x 3 epochs, batch 128")."""
+        if not isinstance(verdict, Verdict):
+            raise TypeError(f"verdict must be a snnlib.experiments.verdict.Verdict, got {type(verdict).__name__}")
+        m = {"value": verdict.estimate, **(measured if isinstance(measured, dict) else {})}
+        entry = self.record(id, statement, m, threshold, verdict.holds, source, kind="result",
+                            published=published, note=note)
+        entry.update(verdict=verdict.verdict, statistic=verdict.statistic, rule=verdict.rule,
+                     interval=list(verdict.interval) if verdict.interval is not None else None,
+                     n_seeds=verdict.n, budget=budget)
+        self.save()
         return entry
 
     def save(self) -> None:

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from ..paths import figures_dir
-from .claims import load_claims
+from .claims import load_claims, verdict_of
+from .verdict import FAILS, HOLDS, INCONCLUSIVE
 from .io import write_text
 from .provenance import git_commit, machine
 
@@ -61,6 +62,29 @@ def _published(p) -> str:
     return text.replace("|", "/")
 
 
+def verdict_counts(claims: list[dict]) -> str:
+    """'N of M claims hold here' with the numbers that do not hold and that are inconclusive."""
+    v = [verdict_of(c) for c in claims]
+    text = f"{v.count(HOLDS)} of {len(v)} claims hold here"
+    rest = [f"{v.count(x)} {x}" for x in (FAILS, INCONCLUSIVE) if v.count(x)]
+    return text + (f" ({', '.join(rest)})" if rest else "") + "."
+
+
+def _verdict_cell(c: dict) -> str:
+    """The verdict, bold unless it holds; the interval, seeds and budget when it was judged."""
+    v = verdict_of(c)
+    text = v if v == HOLDS else f"**{v}**"
+    if c.get("kind") == "correctness":
+        return text + " (asserted)"
+    if c.get("statistic") == "deterministic":
+        return text + " (deterministic)"
+    if "interval" in c:
+        ci = c["interval"]
+        ci_text = f"95% CI [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "no interval"
+        text += f" ({c['statistic']} {_fmt(c['measured'].get('value'))}, {ci_text}, {c['n_seeds']} seeds; {c['budget']})"
+    return text
+
+
 def claims_markdown(claims: list[dict]) -> str:
     groups: dict[str, list[dict]] = {}
     for c in claims:
@@ -69,15 +93,12 @@ def claims_markdown(claims: list[dict]) -> str:
     out = []
     for key in order:
         cs = sorted(groups[key], key=lambda c: c["id"])
-        n_hold = sum(c["holds"] for c in cs)
         out.append(f"## {PAPERS.get(key, key)}\n")
-        out.append(f"{n_hold} of {len(cs)} claims hold here.\n")
+        out.append(verdict_counts(cs) + "\n")
         out.append("| claim | statement | measured | threshold | verdict | published | source |")
         out.append("|---|---|---|---|---|---|---|")
         for c in cs:
-            verdict = "holds" if c["holds"] else "**does not hold**"
-            if c.get("kind") == "correctness":
-                verdict += " (asserted)"
+            verdict = _verdict_cell(c)
             out.append(f"| `{c['id']}` | {_fmt(c['statement'])} | {_fmt(c['measured'])} | {_fmt(c['threshold'])} | "
                        f"{verdict} | {_published(c.get('published'))} | {_fmt(c['source'])} |")
             if c.get("note"):
@@ -115,9 +136,7 @@ def write_report(scale: str, *, extra: str = "") -> Path:
             "whichever way they come out. Published numbers carry their reliability tag "
             "(paper-abstract, ref-readme, ref-code, openreview, derived, unverified).", ""]
     body = claims_markdown(claims)
-    n = len(claims)
-    held = sum(c["holds"] for c in claims)
-    summary = f"**{held} of {n} claims hold at {scale} scale.**\n"
+    summary = f"**At {scale} scale: {verdict_counts(claims)}**\n"
     figs = figure_links(scale)
     path = figures_dir(scale) / "REPORT.md"
     write_text(path, "\n".join(head) + summary + "\n" + extra + body + figs)

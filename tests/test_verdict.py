@@ -1,0 +1,89 @@
+"""The verdict rule: a claim holds, does not hold, or is inconclusive at this budget, by its interval."""
+import math
+
+import pytest
+
+from snnlib.experiments.verdict import (FAILS, HOLDS, INCONCLUSIVE, decide_comparison, decide_parity,
+                                        decide_threshold, decide_value, difference_interval, mean_interval)
+
+
+def test_mean_interval_is_the_t_interval():
+    m, (lo, hi) = mean_interval([1.0, 2.0, 3.0])
+    # mean 2, sd 1, se 1/sqrt(3), t(0.975, 2) = 4.302653
+    half = 4.3026527297 / math.sqrt(3)
+    assert m == 2.0 and lo == pytest.approx(2 - half, abs=1e-9) and hi == pytest.approx(2 + half, abs=1e-9)
+
+
+def test_one_seed_gives_no_interval_and_no_decision():
+    v = decide_threshold([0.95], 0.9)
+    assert v.interval is None and v.verdict == INCONCLUSIVE and v.n == 1
+
+
+def test_threshold_holds_fails_or_is_inconclusive_by_the_interval_of_the_mean():
+    assert decide_threshold([0.91, 0.92, 0.93], 0.85).verdict == HOLDS
+    assert decide_threshold([0.80, 0.81, 0.82], 0.85).verdict == FAILS
+    assert decide_threshold([0.84, 0.86, 0.88], 0.85).verdict == INCONCLUSIVE
+
+
+def test_a_difference_of_half_its_spread_is_inconclusive_with_3_seeds_and_decided_with_10():
+    # Paired differences with mean 0.5 and sd about 0.5: the 3-seed interval contains 0, the 10-seed one does not.
+    base = [80.0, 81.0, 79.5, 80.2, 80.8, 79.9, 80.4, 81.1, 79.7, 80.3]
+    diffs = [0.0, 1.0, 0.5, 0.2, 0.9, 0.1, 0.6, 1.1, 0.4, 0.2]
+    a = [b + d for b, d in zip(base, diffs)]
+    three = decide_comparison(a[:3], base[:3])
+    ten = decide_comparison(a, base)
+    assert three.verdict == INCONCLUSIVE and three.interval[0] < 0 < three.interval[1]
+    assert ten.verdict == HOLDS and ten.interval[0] > 0 and ten.n == 10
+    assert decide_comparison(base, a).verdict == FAILS        # B better than A is decided the other way
+
+
+def test_pairing_removes_the_seed_to_seed_spread():
+    base = [70.0, 75.0, 80.0, 85.0]
+    a = [x + 0.5 for x in base]          # the same gain on every seed
+    assert decide_comparison(a, base, paired=True).verdict == HOLDS
+    assert decide_comparison(a, base, paired=False).verdict == INCONCLUSIVE
+    with pytest.raises(ValueError, match="one B per A seed"):
+        difference_interval([1.0, 2.0], [1.0], paired=True)
+
+
+def test_parity_holds_inside_the_margin_fails_outside_and_is_inconclusive_across_it():
+    b = [85.0, 86.0, 85.5, 85.2, 85.8]
+    assert decide_parity([x + 0.1 for x in b], b, margin=1.0).verdict == HOLDS
+    assert decide_parity([x - 3.0 for x in b], b, margin=1.0).verdict == FAILS
+    wide = [x + d for x, d in zip(b, [-0.5, 2.5, 0.0, 1.8, -0.2])]
+    assert decide_parity(wide, b, margin=1.0).verdict == INCONCLUSIVE
+
+
+def test_a_deterministic_measurement_is_decided_by_its_value_and_says_so():
+    v = decide_value(0.5, 0.55, "<=")
+    assert v.verdict == HOLDS and v.statistic == "deterministic" and v.interval is None
+    assert decide_value(4.72, 10.0, ">=").verdict == FAILS
+
+
+def test_bad_input_is_refused_by_name():
+    with pytest.raises(ValueError, match="non-finite"):
+        decide_threshold([0.9, float("nan")], 0.5)
+    with pytest.raises(ValueError, match="direction"):
+        decide_threshold([0.9, 0.8], 0.5, "=>")
+    with pytest.raises(ValueError, match="margin"):
+        decide_parity([1.0, 2.0], [1.0, 2.0], margin=-1)
+
+
+def test_the_ledger_keeps_interval_seeds_and_budget_and_the_report_counts_three_verdicts(tmp_path, monkeypatch):
+    from snnlib.experiments.claims import Ledger
+    from snnlib.experiments.report import claims_markdown
+
+    monkeypatch.setenv("SNNLIB_RESULTS", str(tmp_path))
+    ledger = Ledger("01_x", "smoke")
+    ledger.record("mpis.correct", "a correctness check", 1.0, "== 1", True, "derived", kind="correctness")
+    entry = ledger.judge("mpis.streams", "two streams beat one", decide_comparison([0.9, 0.8, 0.85], [0.7, 0.9, 0.6]),
+                         "A - B > 0", "paper-abstract", budget="60k x 1 epoch")
+    ledger.judge("mpis.acc", "accuracy >= 0.5", decide_threshold([0.6, 0.61, 0.62], 0.5), ">= 0.5",
+                 "derived", budget="60k x 1 epoch")
+    assert entry["verdict"] == INCONCLUSIVE and entry["n_seeds"] == 3 and entry["budget"] == "60k x 1 epoch"
+    assert entry["interval"][0] < 0 < entry["interval"][1] and entry["holds"] is False
+    text = claims_markdown(list(ledger.entries.values()))
+    assert "2 of 3 claims hold here (1 inconclusive at this budget)." in text
+    assert "**inconclusive at this budget** (paired difference" in text and "3 seeds; 60k x 1 epoch" in text
+    with pytest.raises(TypeError, match="Verdict"):
+        ledger.judge("mpis.bad", "s", True, "t", "s", budget="b")
