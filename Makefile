@@ -1,9 +1,14 @@
 # snnlib: every result from the notebooks, every figure from the results.
 #   make reproduce            run every notebook at cpu scale (SCALE=smoke|cpu|paper)
+#   make data                 install or download the datasets the scale needs (reproduce and test do it)
 #   make test                 unit tests + the notebooks under nbval (smoke defaults)
 #   make lab                  JupyterLab on the notebooks
 #   make bench                speed and memory against SpikingJelly, snnTorch and Norse
+#   make site                 static results site (report, executed notebooks, figures) in build/site
+#   make interop              NIR export/import, checked against Norse and snnTorch
 SCALE ?= cpu
+# Where run_many trains: inline (this process) | local (subprocesses) | slurm | submitit-local
+EXECUTOR ?= $(or $(SNNLIB_EXECUTOR),inline)
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
@@ -15,7 +20,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export PYTHONHASHSEED ?= 0
 export MPLBACKEND ?= Agg
 
-.PHONY: all install reproduce test test-unit test-notebooks lab bench clean-results strip
+.PHONY: all install data test-data reproduce test test-unit test-notebooks lab bench interop site clean-results strip
 
 all: reproduce
 
@@ -27,15 +32,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-reproduce: $(STAMP)
-	$(PY) -m snnlib reproduce --scale $(SCALE)
+# The datasets a scale needs: present -> nothing to do; else the Debian package (root with apt-get),
+# else a download; otherwise it stops with what is missing and how to get it.
+data: $(STAMP)
+	$(PY) -m snnlib data --scale $(SCALE)
+
+test-data: $(STAMP)
+	$(PY) -m snnlib data --scale smoke
+
+reproduce: data
+	SNNLIB_EXECUTOR=$(EXECUTOR) $(PY) -m snnlib reproduce --scale $(SCALE)
 
 test: test-unit test-notebooks
 
-test-unit: $(STAMP)
+test-unit: test-data
 	$(PY) -m pytest -q
 
-test-notebooks: $(STAMP)
+test-notebooks: test-data
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=600 notebooks/
 
 lab: $(STAMP)
@@ -47,6 +60,15 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(PY) -m snnlib.bench
+
+# NIR round trips and a trained Fashion-MNIST net run by Norse and snnTorch through a .nir file.
+interop: $(BENCH_STAMP)
+	$(PY) -m pytest -q -rs tests/test_nir.py
+
+# Static results site from the committed files (README, report, executed notebooks, figures,
+# benchmark tables) into build/site; open build/site/index.html or serve it on 127.0.0.1.
+site: $(STAMP)
+	$(PY) -m snnlib.experiments.publish site --scale $(SCALE) --out build/site
 
 # Remove outputs from notebooks before committing them.
 strip: $(STAMP)

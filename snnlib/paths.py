@@ -14,6 +14,18 @@ def repo_root() -> Path:
 
 
 ROOT = repo_root()
+#: reproduction scales: notebook defaults (CI), one CPU hour, Fashion-MNIST to a plateau, published protocols
+SCALES = ("smoke", "cpu", "paper")
+
+
+def notebooks_dir() -> Path:
+    """``$SNNLIB_NOTEBOOKS`` or ``<repo>/notebooks``."""
+    return Path(os.environ.get("SNNLIB_NOTEBOOKS", ROOT / "notebooks"))
+
+
+def notebooks() -> list[str]:
+    """Notebook names in execution order: every ``NN_name.ipynb``, sorted by its number."""
+    return sorted(p.stem for p in notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
 
 
 def results_dir() -> Path:

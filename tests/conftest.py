@@ -38,13 +38,15 @@ def one_thread():
 
 @pytest.fixture
 def data_env(tmp_path, monkeypatch):
-    """Isolated data folders: SNNLIB_DATA=tmp/data, repo and cwd inside tmp, Debian folder in tmp, no network."""
+    """Isolated data folders: SNNLIB_DATA=tmp/data, repo and cwd inside tmp, Debian folder in tmp, no network;
+    the repository's notebooks stay visible."""
     import snnlib.paths
     from snnlib.data import locate
     data = tmp_path / "data"
     data.mkdir()
     monkeypatch.setenv("SNNLIB_DATA", str(data))
     monkeypatch.delenv("SNNLIB_CACHE", raising=False)
+    monkeypatch.setenv("SNNLIB_NOTEBOOKS", str(snnlib.paths.notebooks_dir()))    # the real notebooks
     monkeypatch.setattr(snnlib.paths, "ROOT", tmp_path / "repo")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(locate, "DEBIAN_DIR", tmp_path / "debian")

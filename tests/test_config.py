@@ -58,3 +58,74 @@ def test_unknown_model_and_method_and_arguments_are_named():
         build_method("bptt", net, T=2, los="ce_mean")
     with pytest.raises(ValueError, match="T must be"):
         build_method("bptt", net, T=0)
+
+
+@pytest.mark.parametrize("value", [-1, 0, 0.0, -0.5, "abc", True, float("inf"), [1]])
+def test_grad_clip_must_be_a_positive_finite_norm(value):
+    with pytest.raises(ConfigError, match="grad_clip must be a positive finite gradient norm or null"):
+        resolve({"grad_clip": value})
+    assert resolve({"grad_clip": 0.5})["grad_clip"] == 0.5 and resolve({"grad_clip": None})["grad_clip"] is None
+
+
+@pytest.mark.parametrize("cfg,match", [
+    ({"seed": "abc"}, r"seed must be an integer .* got 'abc' \(str\)"),
+    ({"seed": -1}, "seed must be an integer"),
+    ({"eval_seed": 1.5}, "eval_seed must be an integer"),
+    ({"epochs": -1}, "epochs must be a non-negative integer"),
+    ({"epochs": True}, "epochs must be a non-negative integer"),
+    ({"max_iters_per_epoch": 0}, "max_iters_per_epoch must be a positive integer or null"),
+    ({"checkpoint_every": -1}, "checkpoint_every must be a non-negative integer"),
+    ({"threads": 0}, "threads must be a positive integer or null"),
+    ({"data": {"test_batch_size": 0}}, "data.test_batch_size must be a positive integer"),
+    ({"data": {"batch_size": 2.0}}, "data.batch_size must be a positive integer"),
+    ({"data": {"subset": 0}}, "data.subset must be a positive integer"),
+    ({"data": {"num_workers": -1}}, "data.num_workers must be a non-negative integer"),
+    ({"data": {"augment": "yes"}}, "data.augment must be true, false or null"),
+    ({"data": 5}, "config section 'data' must be a mapping"),
+    ({"optim": {"lr": 0}}, "optim.lr must be a positive finite number"),
+    ({"optim": {"lr": "1e-3"}}, "optim.lr .* YAML reads numbers like 1e-3 as strings; write 1.0e-3"),
+    ({"optim": {"momentum": -0.1}}, "optim.momentum must be a non-negative"),
+    ({"optim": {"betas": [0.9]}}, r"optim.betas must be a list of two numbers in \[0, 1\)"),
+    ({"optim": {"name": "sgdd"}}, "optim.name must be one of sgd, adam, adamw"),
+    ({"schedule": {"name": "cos"}}, "schedule.name must be one of constant, cosine, step"),
+    ({"schedule": {"milestones": [1, -2]}}, "schedule.milestones must be a list of non-negative integer"),
+    ({"schedule": {"gamma": 0}}, "schedule.gamma must be a positive finite number"),
+    ({"deterministic": "yes"}, "deterministic must be true or false"),
+    ({"device": "gpu"}, "device must be auto, cpu, cuda or cuda:<index>"),
+    ({"method": 3}, "method must be a method name"),
+    ({"method_args": [1]}, "method_args must be a mapping"),
+])
+def test_every_default_value_is_checked_for_type_and_range(cfg, match):
+    with pytest.raises(ConfigError, match=match):
+        resolve(cfg)
+
+
+def test_the_optimizer_and_schedule_names_are_those_the_trainer_builds():
+    from snnlib.experiments import config
+    from snnlib.train import setup
+    assert config.OPTIMIZERS == setup.OPTIMIZERS and config.SCHEDULES == setup.SCHEDULES
+
+
+def test_every_shipped_run_config_passes_validation():
+    from pathlib import Path
+    runs = sorted((Path(__file__).resolve().parents[1] / "configs" / "runs").glob("*.yaml"))
+    assert runs
+    for path in runs:
+        load_config(path)
+
+
+@pytest.mark.parametrize("items,match", [
+    (["epochs=[1,2"], r"--set 'epochs=\[1,2': the value '\[1,2' is not valid YAML"),
+    (["data=5"], "--set data=5: 'data' is a section .*--set data.batch_size="),
+    (["model=conv_snn"], "'model' is a section"),
+    (["seed=abc"], r"seed must be an integer .* got 'abc' \(str\)"),
+    (["optim..lr=1"], "empty key name"),
+])
+def test_bad_set_items_are_named(items, match):
+    with pytest.raises(ConfigError, match=match):
+        resolve({}, parse_set(items))
+
+
+def test_empty_sections_mean_defaults():
+    assert resolve({"data": None, "method_args": None}) == resolve({})
+    assert resolve({}, parse_set(["method_args=null"]))["method_args"] == {}

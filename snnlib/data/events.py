@@ -221,13 +221,15 @@ def _has_file(folder: Path, suffix: str) -> bool:
     return folder.is_dir() and next(folder.rglob(f"*{suffix}"), None) is not None
 
 
-def extract_zip(archive: Path, dest: Path) -> None:
-    """Extract ``archive`` into ``dest`` through a temporary folder, moving top-level entries in at the end."""
+def extract_zip(archive: Path, dest: Path, md5: str | None = None) -> None:
+    """Extract ``archive`` into ``dest`` through a temporary folder, moving top-level entries in at the end.
+
+    ``md5``: the original's checksum, checked first when known. Members that would land outside the
+    folder are refused (:class:`locate.BadArchive` naming the archive) before anything is written."""
     dest.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest, prefix=".extract-"))
     try:
-        with zipfile.ZipFile(archive) as z:
-            z.extractall(tmp)
+        locate.safe_extract(archive, tmp, md5=md5)
         for entry in tmp.iterdir():
             target = dest / entry.name
             if not target.exists():
@@ -286,7 +288,7 @@ def nmnist_source(split: str, root=None, download=None):
     for d in dirs:
         if (d / "NMNIST" / archive).is_file():
             dest = d if locate.is_writable(d / "NMNIST") else locate.writable_dir(root)
-            extract_zip(d / "NMNIST" / archive, dest / "NMNIST")
+            extract_zip(d / "NMNIST" / archive, dest / "NMNIST", NMNIST.train_md5 if train else NMNIST.test_md5)
             return cls(str(dest), train=train, allow_download=False)
     url = NMNIST.train_url if train else NMNIST.test_url
     if locate.may_download(url, download):
@@ -328,7 +330,7 @@ def cifar10dvs_source(root=None, download=None):
         if zips or (loc / CIFAR10DVS.filename).is_file():
             dest = loc if locate.is_writable(loc) else locate.writable_dir(root) / "CIFAR10DVS"
             if not zips:
-                extract_zip(loc / CIFAR10DVS.filename, dest)
+                extract_zip(loc / CIFAR10DVS.filename, dest, CIFAR10DVS.file_md5)
                 zips = [dest / z for z in CIFAR10DVS.data_filename if (dest / z).is_file()]
             for z in zips:
                 extract_zip(z, dest)

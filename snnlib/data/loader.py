@@ -1,7 +1,10 @@
 """Deterministic, resumable batching, and the time-axis convention.
 
 The order of epoch ``e`` is a permutation drawn from ``seed + e``, so a run resumed at
-batch ``k`` of epoch ``e`` sees exactly the batches an uninterrupted run would.
+batch ``k`` of epoch ``e`` sees exactly the batches an uninterrupted run would. Every loader
+has its own generator, also seeded from ``seed`` and ``e``: creating its iterator takes no
+draw from the global RNG, so a resumed run's global RNG stream (dropout, stochastic encoders)
+continues exactly where the checkpoint left it.
 Under DistributedDataParallel each rank takes a contiguous slice of every global batch.
 """
 from __future__ import annotations
@@ -43,6 +46,11 @@ class ResumableBatchSampler(Sampler):
             yield idx.tolist()
 
 
+def loader_seed(seed: int, epoch: int) -> int:
+    """Seed of epoch ``epoch``'s loader generator (the worker base seed is drawn from it)."""
+    return (int(seed) * 100003 + int(epoch)) * 2 + 1
+
+
 def _identity(batch):
     return batch
 
@@ -51,13 +59,19 @@ def make_loader(dataset, batch_size: int, *, shuffle: bool, seed: int = 0, epoch
                 drop_last: bool = False, rank: int = 0, world_size: int = 1, num_workers: int = 0,
                 max_batches: int | None = None) -> DataLoader:
     """A DataLoader over ``dataset`` with ``ResumableBatchSampler``. Datasets with ``__getitems__``
-    return whole batches; others are collated by PyTorch's default collate."""
+    return whole batches; others are collated by PyTorch's default collate.
+
+    The loader draws only from its own generator (``loader_seed(seed, epoch)``), never from the
+    global RNG. With ``num_workers > 0`` each worker seeds its RNG from that generator, so random
+    augmentation in workers repeats per epoch, but a run resumed mid-epoch hands batches to
+    workers in another order: exact mid-epoch resume needs ``num_workers=0`` (the default)."""
     sampler = ResumableBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
                                     start=start, drop_last=drop_last, rank=rank, world_size=world_size,
                                     max_batches=max_batches)
     collate = _identity if getattr(dataset, "__getitems__", None) else None
     kwargs = {"collate_fn": collate} if collate else {}
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, **kwargs)
+    gen = torch.Generator().manual_seed(loader_seed(seed, epoch))
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, generator=gen, **kwargs)
 
 
 def time_sequence(x: torch.Tensor, T: int) -> torch.Tensor:

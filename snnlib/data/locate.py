@@ -8,12 +8,15 @@ on the network for more than :data:`PROBE_TIMEOUT` seconds.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import shutil
 import socket
+import tarfile
 import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -31,6 +34,11 @@ _PROBE_TTL = 300.0
 
 class DatasetNotFound(FileNotFoundError):
     """A dataset is not on disk and cannot be downloaded; the message says where we looked and what to do."""
+
+
+class BadArchive(DatasetNotFound):
+    """A dataset archive that fails its known checksum or holds a member that would land outside the
+    extraction folder; nothing of it is extracted. The message names the archive."""
 
 
 def search_dirs(root: str | os.PathLike | None = None) -> list[Path]:
@@ -143,6 +151,76 @@ def gunzip_to(source: Path, target: Path) -> None:
         with gzip.open(source, "rb") as fin, open(tmp, "wb") as fout:
             shutil.copyfileobj(fin, fout, length=1 << 20)
     atomic_write(target, write)
+
+
+# --- archives ---------------------------------------------------------------------------------
+
+def file_md5(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex md5 of a file, read in ``chunk``-byte pieces."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_md5(archive: Path, md5: str) -> None:
+    """Raise :class:`BadArchive` naming ``archive`` unless its md5 is ``md5``."""
+    got = file_md5(archive)
+    if got != md5.lower():
+        raise BadArchive(f"archive {archive} has md5 {got}, not the known {md5} of the original: it is corrupted, "
+                         "incomplete or not the official file, so it was not extracted. Replace it with the "
+                         "original archive (or put the extracted folder there instead).")
+
+
+def _inside(root: Path, path: Path) -> bool:
+    return path == root or path.is_relative_to(root)
+
+
+def _check_member(archive: Path, root: Path, name: str, link: str | None = None, hard: bool = False) -> None:
+    """Refuse member ``name`` (and its link target) unless it resolves inside ``root`` (already resolved)."""
+    def refuse(why: str):
+        raise BadArchive(f"archive {archive} was not extracted: member {name!r} {why} {root}")
+    if os.path.isabs(name) or not _inside(root, (root / name).resolve()):
+        refuse("would be written outside the target folder")
+    if link is not None:
+        base = root if hard else (root / name).parent
+        if os.path.isabs(link) or not _inside(root, (base / link).resolve()):
+            refuse(f"links to {link!r}, outside the target folder")
+
+
+def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *, md5: str | None = None) -> None:
+    """Extract a tar (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz) or zip ``archive`` into ``dest``.
+
+    First the checksum (when ``md5`` is known), then every member: absolute paths, ``..`` escapes, links
+    pointing outside ``dest`` and device files are refused with a :class:`BadArchive` naming the archive,
+    before anything is written. Tar members are extracted with tarfile's ``data`` filter as well.
+    """
+    archive, dest = Path(archive), Path(dest)
+    if md5 is not None:
+        check_md5(archive, md5)
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            for info in z.infolist():
+                _check_member(archive, root, info.filename)
+            z.extractall(root)
+        return
+    try:
+        tar = tarfile.open(archive)
+    except tarfile.TarError as err:
+        raise BadArchive(f"archive {archive} is neither a zip nor a readable tar file ({err})") from err
+    with tar:
+        members = tar.getmembers()
+        for m in members:
+            if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
+                raise BadArchive(f"archive {archive} was not extracted: member {m.name!r} is a device or fifo")
+            _check_member(archive, root, m.name, m.linkname if (m.issym() or m.islnk()) else None, m.islnk())
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(root, members=members, filter="data")
+        else:  # pragma: no cover - Python without extraction filters; members were checked above
+            tar.extractall(root, members=members)
 
 
 # --- IDX (MNIST-like) files -------------------------------------------------------------------

@@ -146,8 +146,8 @@ def load_mnist_like(name: str, split: str, *, pad_to=None, augment=None, mean=No
 # --- CIFAR (python pickle batches) -------------------------------------------------------------
 
 def _cifar_located(cls, dirs: list[Path], root) -> Path | None:
-    from torchvision.datasets.utils import extract_archive
-
+    """The data folder holding ``cls``'s extracted batches, extracting an archive found in a data folder
+    (after its md5 check against torchvision's ``tgz_md5``; members are confined to the folder)."""
     names = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     for d in dirs:
         if all((d / cls.base_folder / f).is_file() for f in names):
@@ -156,9 +156,20 @@ def _cifar_located(cls, dirs: list[Path], root) -> Path | None:
         archive = d / cls.filename
         if archive.is_file():
             dest = d if locate.is_writable(d) else locate.writable_dir(root)
-            extract_archive(str(archive), str(dest))
+            locate.safe_extract(archive, dest, md5=cls.tgz_md5)
             return dest
     return None
+
+
+def _download_cifar(cls, name: str, target: Path) -> None:
+    """Download ``cls``'s archive into ``target`` (torchvision checks its md5), then extract it safely."""
+    from torchvision.datasets.utils import download_url
+
+    try:
+        download_url(cls.url, str(target), cls.filename, cls.tgz_md5)
+    except Exception as err:  # torchvision raises RuntimeError/URLError variants
+        raise locate.DatasetNotFound(f"downloading {name} into {target} failed: {err}") from err
+    locate.safe_extract(target / cls.filename, target, md5=cls.tgz_md5)
 
 
 def load_cifar(name: str, split: str, *, pad_to=None, augment=None, mean=None, std=None,
@@ -181,10 +192,7 @@ def load_cifar(name: str, split: str, *, pad_to=None, augment=None, mean=None, s
             raise locate.not_found(name, dirs, layout, f"download {url} and put it (or its extracted "
                                    f"folder) into a data folder", url=url, download=download)
         found = locate.writable_dir(root)
-        try:
-            cls(str(found), train=True, download=True)
-        except Exception as err:
-            raise locate.DatasetNotFound(f"downloading {name} into {found} failed: {err}") from err
+        _download_cifar(cls, name, found)
     try:
         ds = cls(str(found), train=split == "train", download=False)
     except RuntimeError as err:
@@ -299,13 +307,14 @@ def load_tinyimagenet(split: str, *, pad_to=None, augment=None, mean=None, std=N
         if not locate.may_download(url, download):
             raise locate.not_found("tinyimagenet", dirs, TINY_LAYOUT, f"download {url} and unzip it into a "
                                    "data folder", url=url, download=download)
-        from torchvision.datasets.utils import download_and_extract_archive
+        from torchvision.datasets.utils import download_url
 
         target = locate.writable_dir(root)
         try:
-            download_and_extract_archive(url, str(target))
+            download_url(url, str(target))
         except Exception as err:
             raise locate.DatasetNotFound(f"downloading tinyimagenet into {target} failed: {err}") from err
+        locate.safe_extract(target / Path(url).name, target)   # members confined to the folder
         found = _find_tiny([target])
     _, base, reader = found
     classes, items = reader(base, split)

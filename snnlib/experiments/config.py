@@ -11,6 +11,7 @@ import copy
 import difflib
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import yaml
@@ -27,6 +28,8 @@ DEFAULTS: dict = {
         "subset_seed": 0,      # seed of the subsets (fixed, so every training seed sees the same data)
         "pad_to": None,        # pad static images to this square size
         "augment": None,       # None: the dataset's default for training
+        "mean": None,          # per-channel normalisation mean/std overriding the dataset's (static images)
+        "std": None,
         "batch_size": 128,
         "test_batch_size": 500,
         "num_workers": 0,
@@ -46,10 +49,16 @@ DEFAULTS: dict = {
     "threads": None,           # torch.set_num_threads; None leaves the default
     "checkpoint_every": 200,   # iterations between mid-epoch checkpoints
     "measure_memory": True,    # record the bytes one training step saves
+    "protocol": None,          # documentation, not hashed: {published: [keys], deviations: [...]} (docs/protocols.md)
 }
 
 SECTIONS = ("data", "optim", "schedule")
 FREE_SECTIONS = ("model", "method_args")   # checked against signatures, not DEFAULTS
+OPTIMIZERS = ("sgd", "adam", "adamw")      # the names snnlib.train.setup.make_optimizer builds
+SCHEDULES = ("constant", "cosine", "step")  # the names snnlib.train.setup.lr_at knows
+MAX_SEED = 2**63 - 1
+SECTION_EXAMPLE = {"data": "batch_size", "optim": "lr", "schedule": "name", "model": "name",
+                   "method_args": "<argument>"}
 
 
 class ConfigError(ValueError):
@@ -84,10 +93,11 @@ def resolve(cfg: dict | None = None, overrides: dict | None = None) -> dict:
     if not isinstance(cfg, dict):
         raise ConfigError(f"a run config must be a mapping, got {type(cfg).__name__}")
     _check_keys(cfg, DEFAULTS, "")
+    cfg = {k: v for k, v in cfg.items() if not (v is None and k in SECTIONS + ("method_args",))}  # empty: defaults
     for sec in SECTIONS:
-        if sec in cfg and cfg[sec] is not None:
+        if sec in cfg:
             if not isinstance(cfg[sec], dict):
-                raise ConfigError(f"config section {sec!r} must be a mapping")
+                raise ConfigError(f"config section {sec!r} must be a mapping of its keys, got {cfg[sec]!r}")
             _check_keys(cfg[sec], DEFAULTS[sec], f"{sec}.")
     out = merge(DEFAULTS, cfg)
     if "model" in cfg:   # the model section replaces the default one entirely
@@ -98,21 +108,108 @@ def resolve(cfg: dict | None = None, overrides: dict | None = None) -> dict:
     return out
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _optional(test):
+    return lambda v: v is None or test(v)
+
+
+def _int_at_least(lo: int):
+    return lambda v: _is_int(v) and v >= lo
+
+
+_positive_int = _int_at_least(1)
+_nonneg_int = _int_at_least(0)
+
+
+def _seed(v) -> bool:
+    return _is_int(v) and 0 <= v <= MAX_SEED
+
+
+def _number_at_least(lo: float, strict: bool):
+    return lambda v: _is_number(v) and (v > lo if strict else v >= lo)
+
+
+def _betas(v) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v)
+
+
+def _milestones(v) -> bool:
+    return isinstance(v, (list, tuple)) and all(_nonneg_int(m) for m in v)
+
+
+def _device(v) -> bool:
+    return v in ("auto", "cpu", "cuda") or (isinstance(v, str) and v.startswith("cuda:") and v[5:].isdigit())
+
+
+VALUE_CHECKS: dict = {
+    # dotted key: (test, what a valid value is)
+    "name": (_optional(lambda v: isinstance(v, str) and v != ""), "a non-empty string or null"),
+    "method": (lambda v: isinstance(v, str) and v != "", "a method name (python -m snnlib methods)"),
+    "method_args": (lambda v: isinstance(v, dict), "a mapping of the method's keyword arguments"),
+    "model": (lambda v: isinstance(v, dict) and isinstance(v.get("name"), str),
+              "a mapping with a 'name' (see snnlib.models.MODELS)"),
+    "data.name": (lambda v: isinstance(v, str) and v != "", "a dataset name"),
+    "data.subset": (_optional(_positive_int), "a positive integer number of samples or null"),
+    "data.test_subset": (_optional(_positive_int), "a positive integer number of samples or null"),
+    "data.subset_seed": (_seed, f"an integer seed in [0, {MAX_SEED}]"),
+    "data.pad_to": (_optional(_positive_int), "a positive integer image size or null"),
+    "data.augment": (_optional(lambda v: isinstance(v, bool)), "true, false or null"),
+    "data.batch_size": (_positive_int, "a positive integer"),
+    "data.test_batch_size": (_positive_int, "a positive integer"),
+    "data.num_workers": (_nonneg_int, "a non-negative integer"),
+    "T": (_positive_int, "a positive integer number of time steps"),
+    "epochs": (_nonneg_int, "a non-negative integer"),
+    "max_iters_per_epoch": (_optional(_positive_int), "a positive integer or null (no cap)"),
+    "optim.name": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+    "optim.lr": (_number_at_least(0.0, strict=True), "a positive finite number"),
+    "optim.momentum": (_number_at_least(0.0, strict=False), "a non-negative finite number"),
+    "optim.weight_decay": (_number_at_least(0.0, strict=False), "a non-negative finite number"),
+    "optim.nesterov": (lambda v: isinstance(v, bool), "true or false"),
+    "optim.betas": (_betas, "a list of two numbers in [0, 1)"),
+    "schedule.name": (lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+    "schedule.warmup_iters": (_nonneg_int, "a non-negative integer"),
+    "schedule.milestones": (_milestones, "a list of non-negative integer epochs"),
+    "schedule.gamma": (_number_at_least(0.0, strict=True), "a positive finite number"),
+    "schedule.min_lr": (_number_at_least(0.0, strict=False), "a non-negative finite number"),
+    "grad_clip": (_optional(_number_at_least(0.0, strict=True)), "a positive finite gradient norm or null"),
+    "seed": (_seed, f"an integer in [0, {MAX_SEED}]"),
+    "eval_seed": (_seed, f"an integer in [0, {MAX_SEED}]"),
+    "device": (_device, "auto, cpu, cuda or cuda:<index>"),
+    "dtype": (lambda v: v in ("float32", "float64"), "'float32' or 'float64'"),
+    "deterministic": (lambda v: isinstance(v, bool), "true or false"),
+    "threads": (_optional(_positive_int), "a positive integer or null (torch's default)"),
+    "checkpoint_every": (_optional(_nonneg_int), "a non-negative integer (0 or null: only at epoch ends)"),
+    "measure_memory": (lambda v: isinstance(v, bool), "true or false"),
+}
+"""Every value of ``DEFAULTS`` with its type and range; ``validate_values`` applies them all."""
+
+
+def _describe(v) -> str:
+    hint = ""
+    if isinstance(v, str):
+        try:
+            float(v)
+            hint = " (a string: YAML reads numbers like 1e-3 as strings; write 1.0e-3)"
+        except ValueError:
+            pass
+    return f"{v!r} ({type(v).__name__}){hint}"
+
+
 def validate_values(cfg: dict) -> None:
-    T = cfg["T"]
-    if not isinstance(T, int) or isinstance(T, bool) or T <= 0:
-        raise ConfigError(f"T must be a positive integer number of time steps, got {T!r}")
-    if not isinstance(cfg["epochs"], int) or cfg["epochs"] < 0:
-        raise ConfigError(f"epochs must be a non-negative integer, got {cfg['epochs']!r}")
-    if not isinstance(cfg["model"], dict) or "name" not in cfg["model"]:
-        raise ConfigError("config 'model' must be a mapping with a 'name' (see snnlib.models.MODELS)")
-    bs = cfg["data"]["batch_size"]
-    if not isinstance(bs, int) or bs <= 0:
-        raise ConfigError(f"data.batch_size must be a positive integer, got {bs!r}")
-    if cfg["dtype"] not in ("float32", "float64"):
-        raise ConfigError(f"dtype must be 'float32' or 'float64', got {cfg['dtype']!r}")
-    if cfg["device"] not in ("auto", "cpu", "cuda") and not str(cfg["device"]).startswith("cuda:"):
-        raise ConfigError(f"device must be auto, cpu or cuda[:i], got {cfg['device']!r}")
+    """Check every value's type and range (``VALUE_CHECKS``); the first bad one raises a ConfigError."""
+    for key, (test, valid) in VALUE_CHECKS.items():
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        if not test(node):
+            raise ConfigError(f"config value {key} must be {valid}, got {_describe(node)}")
 
 
 def parse_set(items: list[str]) -> dict:
@@ -122,11 +219,22 @@ def parse_set(items: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, val = item.split("=", 1)
-        node = out
         parts = key.strip().split(".")
-        for p in parts[:-1]:
+        if not all(parts):
+            raise ConfigError(f"--set {item!r}: empty key name in {key!r}")
+        try:
+            value = yaml.safe_load(val)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"--set {item!r}: the value {val!r} is not valid YAML ({problem}); "
+                              "quote strings and close brackets, e.g. epochs=3 or model.channels=[8,16]") from None
+        node = out
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(val)
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[:i + 1])} was set to a value above, "
+                                  "so it cannot also take keys")
+        node[parts[-1]] = value
     return out
 
 
@@ -140,10 +248,16 @@ def apply_overrides(cfg: dict, overrides: dict) -> dict:
                 raise ConfigError(f"unknown config key {where}{k!r} in --set.{suggest(k, DEFAULTS[where.rstrip('.')])}")
             if isinstance(v, dict) and isinstance(base.get(k), dict):
                 walk(base[k], v, f"{where}{k}.")
+            elif where == "" and k in SECTIONS + FREE_SECTIONS and not isinstance(v, dict) \
+                    and not (v is None and k == "method_args"):
+                raise ConfigError(f"--set {k}={v!r}: {k!r} is a section (a mapping), not a value; set its keys, "
+                                  f"e.g. --set {k}.{SECTION_EXAMPLE[k]}=...")
             else:
                 base[k] = v
     out = copy.deepcopy(cfg)
     walk(out, overrides, "")
+    if out.get("method_args") is None:
+        out["method_args"] = {}
     return out
 
 
@@ -173,5 +287,6 @@ def canonical_json(obj) -> str:
 def config_hash(cfg: dict, code_version: str | None = None) -> str:
     """Hash of the resolved config and the code version (12 hex digits)."""
     from .provenance import code_version as cv
+    cfg = {k: v for k, v in cfg.items() if k != "protocol"}   # documentation only
     payload = canonical_json({"config": cfg, "code": code_version or cv()})
     return hashlib.sha256(payload.encode()).hexdigest()[:12]

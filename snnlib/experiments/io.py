@@ -1,4 +1,5 @@
-"""Atomic writes: a file is either absent or complete, never half written."""
+"""Atomic writes: a file is either absent or complete, never half written. Reads name the file
+when it cannot be parsed (:class:`CorruptFile`)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+
+class CorruptFile(ValueError):
+    """A results file (JSON record, checkpoint) that exists but cannot be read; the message names it."""
 
 
 def _replace_atomically(path: Path, write) -> None:
@@ -51,8 +56,16 @@ def write_json(path, data) -> None:
 
 
 def read_json(path):
-    with open(path) as f:
-        return json.load(f)
+    """The JSON value in ``path``; :class:`CorruptFile` naming the file when it is not valid JSON."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise CorruptFile(f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}): "
+                          "it is truncated or corrupted; delete it and the step that wrote it runs again") from None
+    except UnicodeDecodeError as err:
+        raise CorruptFile(f"{path} is not a UTF-8 JSON file ({err.reason} at byte {err.start}); delete it and "
+                          "the step that wrote it runs again") from None
 
 
 def write_text(path, text: str) -> None:
@@ -65,4 +78,14 @@ def save_torch(path, obj) -> None:
 
 
 def load_torch(path, map_location="cpu"):
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """``torch.load(path, weights_only=True)``; :class:`CorruptFile` naming ``path`` when the file exists
+    but is truncated, corrupted or holds more than tensors and plain containers."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... by failure
+        why = next((ln.strip() for ln in str(err).splitlines() if "Unsupported global" in ln), type(err).__name__)
+        raise CorruptFile(f"{path} cannot be read as a checkpoint ({why}): it is truncated, "
+                          "corrupted or not a snnlib checkpoint. Delete it, or start the run over "
+                          "(--no-resume, resume=False)") from None

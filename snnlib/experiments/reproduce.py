@@ -1,61 +1,202 @@
-"""``make reproduce``: execute every notebook with papermill at one scale, incrementally.
+"""``make reproduce``: execute every notebook with papermill at one scale, incrementally, then write
+the claims report.
 
 Each notebook runs with the parameters in ``configs/<notebook>/<scale>.yaml`` (smoke: the
 notebook's own defaults) and writes ``results/<notebook>/<scale>/<notebook>.ipynb``.
 A notebook whose source, parameters and library code are unchanged since its last
-successful execution is skipped; inside a notebook every training run and measurement is
-cached too, so an interrupted reproduction resumes where it stopped.
+successful execution is skipped; a ``*_summary`` notebook, which reads the others' results, also
+re-runs whenever an earlier notebook re-ran. Inside a notebook every training run and
+measurement is cached too, so an interrupted reproduction resumes where it stopped.
+
+Before anything runs, the datasets the notebooks to run need (read from their parameters, the run
+configs those name, and the notebooks' code) are checked, all at once. ``REPORT.md`` is written
+from every notebook's ledger by this module, at the start when something is to run (saying which
+notebooks are not current) and at the end, so it never silently describes older results.
 """
 from __future__ import annotations
 
+import ast
+import datetime as _dt
 import hashlib
+import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
-from ..paths import ROOT, results_dir
-from .config import canonical_json, load_yaml
+from ..data.fetch import DataMissing, ensure
+from ..data.registry import dataset_names
+from ..paths import ROOT, SCALES, notebooks, notebooks_dir, results_dir
+from .config import DEFAULTS, canonical_json, load_yaml
 from .io import read_json, write_json
 from .provenance import code_version
+from .publish import publish_notebooks
+from .report import write_report
 
-SCALES = ("smoke", "cpu", "paper")
 #: rough minutes per notebook at cpu scale, for the first estimate before any run is timed
 FIRST_GUESS_MIN = {"smoke": 1.0, "cpu": 10.0, "paper": 600.0}
+#: notebooks named ``NN_<...>_summary`` read every earlier notebook's results
+SUMMARY_SUFFIX = "_summary"
+#: parameters that name run configs the notebook only inspects (parameter counts), never trains
+INSPECT_ONLY = {"04_min_latency": ("PAPER_RUNS",)}
+#: a notebook parameter that, when true, makes the notebook train every ``RUNS.glob("...")`` of its code
+GLOB_SWITCH = "PAPER_CONFIGS"
+
+_YAML_LITERAL = re.compile(r"""["']([\w./-]+\.yaml)["']""")
+_GLOB_LITERAL = re.compile(r"""\.glob\(\s*["']([\w.*?/-]+\.yaml)["']""")
+_GET_DATASET = re.compile(r"""get_dataset\(\s*["'](\w+)["']""")
 
 
-def notebooks_dir() -> Path:
-    """``$SNNLIB_NOTEBOOKS`` or ``<repo>/notebooks``."""
-    return Path(os.environ.get("SNNLIB_NOTEBOOKS", ROOT / "notebooks"))
-
-
-def notebooks() -> list[str]:
-    """Notebook names in execution order: every ``NN_name.ipynb``, sorted by its number."""
-    return sorted(p.stem for p in notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
+def configs_dir() -> Path:
+    """``$SNNLIB_CONFIGS`` or ``<repo>/configs``: the notebooks' scale parameters and the run configs."""
+    return Path(os.environ.get("SNNLIB_CONFIGS", ROOT / "configs"))
 
 
 def notebook_params(nb: str, scale: str) -> dict:
-    path = ROOT / "configs" / nb / f"{scale}.yaml"
-    params = load_yaml(path) if path.exists() else {}
+    """The papermill parameters of ``nb`` at ``scale`` (smoke: none but ``SCALE``)."""
+    path = configs_dir() / nb / f"{scale}.yaml"
     if scale != "smoke" and not path.exists():
         raise FileNotFoundError(f"no parameters for {nb} at scale {scale!r}: expected {path}")
+    params = load_yaml(path) if path.exists() else {}
     params["SCALE"] = scale
     return params
 
 
-def notebook_key(nb: str, params: dict) -> str:
-    src = (notebooks_dir() / f"{nb}.ipynb").read_bytes()
-    h = hashlib.sha256(src + canonical_json(params).encode() + code_version().encode())
-    return h.hexdigest()[:16]
+def _code_cells(nb: str) -> list[tuple[bool, str]]:
+    """(is the parameters cell, source) of every code cell of ``nb``."""
+    path = notebooks_dir() / f"{nb}.ipynb"
+    try:
+        cells = json.loads(path.read_text())["cells"]
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{path} is not a readable notebook: {err}") from err
+    out = []
+    for c in cells:
+        if c.get("cell_type") == "code":
+            src = c["source"] if isinstance(c["source"], str) else "".join(c["source"])
+            out.append(("parameters" in c.get("metadata", {}).get("tags", []), src))
+    return out
+
+
+def notebook_defaults(nb: str) -> dict:
+    """The notebook's own (smoke) values: every ``NAME = <literal>`` of its parameters cell."""
+    out = {}
+    for is_params, src in _code_cells(nb):
+        if not is_params:
+            continue
+        for node in ast.parse(src).body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                try:
+                    out[node.targets[0].id] = ast.literal_eval(node.value)
+                except ValueError:
+                    pass
+    return out
+
+
+def _run_config(ref: str) -> Path | None:
+    """The run config ``ref`` names (``configs/runs/x.yaml``, ``x.yaml`` or ``x``), if there is one."""
+    runs = configs_dir() / "runs"
+    if ref.endswith(".yaml"):
+        if Path(ref).parent.name not in ("", "runs"):
+            return None
+        path = runs / Path(ref).name
+    elif re.fullmatch(r"[\w-]+", ref):
+        path = runs / f"{ref}.yaml"
+    else:
+        return None
+    return path if path.is_file() else None
+
+
+def _data_name(run_config: Path) -> str:
+    return (load_yaml(run_config).get("data") or {}).get("name", DEFAULTS["data"]["name"])
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
+
+
+def needed_datasets(nb: str, scale: str) -> set[str]:
+    """Datasets ``nb`` loads at ``scale``: every dataset name and run config (its ``data.name``) among
+    its parameters (the scale's YAML over the parameters cell; not ``INSPECT_ONLY``), the run configs
+    and ``get_dataset("...")`` literals of its code, and its ``RUNS.glob("...")`` when ``GLOB_SWITCH``."""
+    params = {**notebook_defaults(nb), **notebook_params(nb, scale)}
+    known = set(dataset_names())
+    out: set[str] = set()
+
+    def add(ref: str) -> None:
+        if ref in known:
+            out.add(ref)
+        elif (path := _run_config(ref)) is not None:
+            out.add(_data_name(path))
+
+    for key, value in params.items():
+        if key not in INSPECT_ONLY.get(nb, ()):
+            for s in _strings(value):
+                add(s)
+    code = "\n".join(src for is_params, src in _code_cells(nb) if not is_params)
+    for ref in _YAML_LITERAL.findall(code):
+        add(ref)
+    out.update(n for n in _GET_DATASET.findall(code) if n in known)
+    if params.get(GLOB_SWITCH):
+        for pattern in _GLOB_LITERAL.findall(code):
+            out.update(_data_name(p) for p in sorted((configs_dir() / "runs").glob(pattern)))
+    return out
+
+
+def scale_datasets(scale: str, nbs: list[str] | None = None) -> dict[str, list[str]]:
+    """Dataset -> the notebooks (``nbs``, default all) that need it at ``scale``."""
+    need: dict[str, list[str]] = {}
+    for nb in notebooks() if nbs is None else nbs:
+        for name in sorted(needed_datasets(nb, scale)):
+            need.setdefault(name, []).append(nb)
+    return dict(sorted(need.items()))
+
+
+def upstream(nb: str) -> list[str]:
+    """The notebooks whose results ``nb`` reads: every earlier one for a summary notebook, else none."""
+    if not nb.endswith(SUMMARY_SUFFIX):
+        return []
+    return [n for n in notebooks() if n < nb]
 
 
 def _done_path(nb: str, scale: str) -> Path:
     return results_dir() / nb / scale / "done.json"
 
 
-def is_current(nb: str, scale: str) -> bool:
+def _done(nb: str, scale: str) -> dict | None:
     p = _done_path(nb, scale)
-    return p.exists() and read_json(p).get("key") == notebook_key(nb, notebook_params(nb, scale))
+    return read_json(p) if p.exists() else None
+
+
+def notebook_key(nb: str, scale: str) -> str:
+    """Hash of the notebook's source, parameters, the library code and, for a summary notebook, the
+    completion records of the notebooks it reads (each re-execution writes a new one)."""
+    src = (notebooks_dir() / f"{nb}.ipynb").read_bytes()
+    h = hashlib.sha256(src + canonical_json(notebook_params(nb, scale)).encode() + code_version().encode())
+    for n in upstream(nb):
+        h.update(f"\0{n}\0{canonical_json(_done(n, scale))}".encode())
+    return h.hexdigest()[:16]
+
+
+def is_current(nb: str, scale: str) -> bool:
+    done = _done(nb, scale)
+    return done is not None and done.get("key") == notebook_key(nb, scale)
+
+
+def stale(nbs: list[str], scale: str) -> list[str]:
+    """The notebooks of ``nbs`` that will run: not current, or a summary whose sources will re-run."""
+    out: list[str] = []
+    for nb in nbs:
+        if not is_current(nb, scale) or set(upstream(nb)) & set(out):
+            out.append(nb)
+    return out
 
 
 def execute(nb: str, scale: str, *, log_output: bool = True) -> float:
@@ -78,13 +219,48 @@ def execute(nb: str, scale: str, *, log_output: bool = True) -> float:
         raise
     os.replace(tmp, out)
     dur = time.perf_counter() - t0
-    write_json(_done_path(nb, scale), {"key": notebook_key(nb, params), "seconds": dur, "scale": scale,
-                                       "threads": env_threads})
+    write_json(_done_path(nb, scale), {
+        "key": notebook_key(nb, scale), "seconds": dur, "scale": scale, "threads": env_threads,
+        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
     return dur
 
 
+def check_data(scale: str, nbs: list[str]) -> None:
+    """Make sure every dataset ``nbs`` need at ``scale`` is on disk (downloading what the network
+    allows); raise :class:`DataMissing` naming all that are missing, before anything runs."""
+    need = scale_datasets(scale, nbs)
+    if not need:
+        return
+    try:
+        ensure(need, apt=False, log=lambda m: print(f"[reproduce {scale}] {m}", file=sys.stderr, flush=True))
+    except DataMissing as err:
+        users = "\n".join(f"  {name}: {', '.join(users)}" for name, users in need.items())
+        raise DataMissing(f"reproduce --scale {scale} cannot start: data is missing.\nNeeded (dataset: "
+                          f"notebooks):\n{users}\n{err}\nOn this machine `make data SCALE={scale}` (python -m "
+                          f"snnlib data --scale {scale}) installs what it can.") from None
+
+
+def status_markdown(scale: str) -> str:
+    """The report's note on which notebooks are current at ``scale``."""
+    nbs = notebooks()
+    behind = stale(nbs, scale)
+    if not behind:
+        return (f"All {len(nbs)} notebooks are current at {scale} scale: each last ran with its present source, "
+                "parameters and library code, and the claims below are theirs.\n\n")
+    why = [f"`{n}` ({'never ran' if _done(n, scale) is None else 'changed since it ran'})" for n in behind]
+    return (f"**Incomplete: {len(behind)} of {len(nbs)} notebooks are not current at {scale} scale**: "
+            f"{', '.join(why)}. Their claims below are missing or from an earlier run; "
+            f"`make reproduce SCALE={scale}` brings them up to date.\n\n")
+
+
+def report(scale: str) -> Path:
+    """Write ``REPORT.md`` for ``scale`` from every ledger, with the notebooks' status."""
+    return write_report(scale, extra=status_markdown(scale))
+
+
 def reproduce(scale: str = "cpu", only: list[str] | None = None, *, log_output: bool = True) -> None:
-    """Execute the notebooks in order, skipping the current ones, with progress and an estimate."""
+    """Check the data, execute the notebooks in order (skipping current ones, with progress and an
+    estimate), and write the report, also when a notebook fails."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {SCALES}")
     nbs = notebooks()
@@ -93,19 +269,29 @@ def reproduce(scale: str = "cpu", only: list[str] | None = None, *, log_output: 
         if unknown:
             raise ValueError(f"unknown notebooks {sorted(unknown)}; available: {nbs}")
         nbs = [n for n in nbs if n in only]
+    todo = stale(nbs, scale)
+    check_data(scale, todo)
     t0 = time.perf_counter()
-    for i, nb in enumerate(nbs):
-        todo = [n for n in nbs[i:] if not is_current(n, scale)]
-        est = 0.0
-        for n in todo:
-            p = _done_path(n, scale)
-            est += read_json(p)["seconds"] / 60 if p.exists() else FIRST_GUESS_MIN[scale]
-        head = f"[reproduce {scale} {i + 1}/{len(nbs)}] {nb}"
-        if nb not in todo:
-            print(f"{head}: up to date, skipped", file=sys.stderr, flush=True)
-            continue
-        print(f"{head}: running (elapsed {(time.perf_counter() - t0) / 60:.1f} min, "
-              f"about {est:.0f} min left)", file=sys.stderr, flush=True)
-        dur = execute(nb, scale, log_output=log_output)
-        print(f"{head}: done in {dur / 60:.1f} min", file=sys.stderr, flush=True)
+    if todo:
+        report(scale)
+    try:
+        for i, nb in enumerate(nbs):
+            todo = stale(nbs[i:], scale)
+            est = 0.0
+            for n in todo:
+                done = _done(n, scale)
+                est += done["seconds"] / 60 if done else FIRST_GUESS_MIN[scale]
+            head = f"[reproduce {scale} {i + 1}/{len(nbs)}] {nb}"
+            if nb not in todo:
+                print(f"{head}: up to date, skipped", file=sys.stderr, flush=True)
+                continue
+            print(f"{head}: running (elapsed {(time.perf_counter() - t0) / 60:.1f} min, "
+                  f"about {est:.0f} min left)", file=sys.stderr, flush=True)
+            dur = execute(nb, scale, log_output=log_output)
+            print(f"{head}: done in {dur / 60:.1f} min", file=sys.stderr, flush=True)
+    finally:
+        path = report(scale)
+        print(f"[reproduce {scale}] wrote {path}", file=sys.stderr, flush=True)
+    published = publish_notebooks(scale, nbs)
+    print(f"[reproduce {scale}] published {len(published)} executed notebooks", file=sys.stderr, flush=True)
     print(f"[reproduce {scale}] finished in {(time.perf_counter() - t0) / 60:.1f} min", file=sys.stderr, flush=True)

@@ -18,12 +18,15 @@ forward residual ||f(a) - a|| / ||f(a)||), ``extra_memory_bytes`` (solver buffer
 """
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import torch
 from torch.nn import functional as F
 
 from ..equilibrium.implicit import BACKWARDS, ImplicitSolveWarning, backward_names, equilibrium_forward
+from ..equilibrium.solvers import SOLVERS
+from ..experiments.config import ConfigError, suggest
 from ..metrics.accuracy import correct
 from ..neurons import reset_net
 from ..neurons.surrogate import get_surrogate
@@ -31,6 +34,27 @@ from . import register_method
 from .base import Method, check_batch
 
 MAX_WARNINGS = 3
+SOLVE_ARGS = ("max_iter", "tol", "stop_mode")   # every solver's; set as method arguments, not solver_options
+
+
+def check_solver_options(backward: str, options) -> None:
+    """ConfigError unless ``options`` are keyword arguments of ``backward``'s solver (``SOLVERS``)."""
+    if not options:
+        return
+    if not isinstance(options, dict):
+        raise ConfigError(f"method_args.solver_options must be a mapping of solver arguments, got {options!r}")
+    if backward not in SOLVERS:
+        raise ConfigError(f"backward {backward!r} runs no iterative solver, so method_args.solver_options "
+                          f"{sorted(options)} would be ignored: remove them")
+    params = inspect.signature(SOLVERS[backward]).parameters.values()
+    if any(q.kind == q.VAR_KEYWORD for q in params):
+        return
+    valid = sorted(q.name for q in params if q.kind == q.KEYWORD_ONLY and q.name not in SOLVE_ARGS)
+    for k in options:
+        if k not in valid:
+            where = "a method argument, not a solver option" if k in SOLVE_ARGS else \
+                f"not an option of the {backward} solver.{suggest(k, valid)} Valid: {', '.join(valid) or 'none'}"
+            raise ConfigError(f"method_args.solver_options: {k!r} is {where} (backward={backward!r})")
 
 
 class SimulationRates:
@@ -86,6 +110,7 @@ class IDE(Method):
                             f"got {type(self.net).__name__}")
         if eval_T is not None and (not isinstance(eval_T, int) or eval_T < 1):
             raise ValueError(f"eval_T must be a positive integer, got {eval_T!r}")
+        check_solver_options(backward, solver_options)
         self.backward, self.rate = backward, rate
         self.surrogate = get_surrogate(surrogate)
         self.solver_kw = dict(max_iter=int(max_iter), tol=float(tol), stop_mode=stop_mode, **(solver_options or {}))
@@ -128,6 +153,13 @@ class IDE(Method):
         return {"loss": loss.item(), "correct": correct(res.logits.detach(), y), "solver": solver,
                 "extra_memory_bytes": extra, "state_bytes": res.state_bytes,
                 "rates": res.simulation.firing_rates()}
+
+    def state_dict(self) -> dict:
+        """How many non-convergence warnings this run has shown (at most ``MAX_WARNINGS``)."""
+        return {"warned": self._warned}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._warned = int(state.get("warned", 0))
 
     def logits(self, x):
         T = self.eval_T or self.T

@@ -88,42 +88,48 @@ class OnlineMethod(Method):
         return contextlib.nullcontext()
 
     def train_step(self, x, y, optimizer):
-        check_batch(x, y)
+        check_batch(x, y, model=self.net)
         xs = time_sequence(x, self.T)
         ctx = self._begin()
-        if not self.online_update:
-            optimizer.zero_grad(set_to_none=True)
-        total, loss_sum, peak_state = None, 0.0, 0
-        for t in range(self.T):
-            grad = self._needs_grad(t)
-            if self.online_update and grad:
+        try:   # the per-step state (traces, accumulations, c_t) never outlives the batch, even on errors
+            if not self.online_update:
                 optimizer.zero_grad(set_to_none=True)
-            with self._sync(t), torch.set_grad_enabled(grad):
-                loss, out = self._forward_step(t, xs[t], y, ctx)
+            total, loss_sum, peak_state = None, 0.0, 0
+            for t in range(self.T):
+                grad = self._needs_grad(t)
+                if self.online_update and grad:
+                    optimizer.zero_grad(set_to_none=True)
+                with self._sync(t), torch.set_grad_enabled(grad):
+                    loss, out = self._forward_step(t, xs[t], y, ctx)
+                    if loss is not None:
+                        loss.backward()
+                if self.online_update and grad:
+                    optimizer.step()
                 if loss is not None:
-                    loss.backward()
-            if self.online_update and grad:
+                    loss_sum += loss.item()
+                out = out.detach()
+                total = out if total is None else total + out
+                peak_state = max(peak_state, state_bytes(self.net) + ctx.get("extra_bytes", 0))
+            if not self.online_update:
                 optimizer.step()
-            if loss is not None:
-                loss_sum += loss.item()
-            out = out.detach()
-            total = out if total is None else total + out
-            peak_state = max(peak_state, state_bytes(self.net) + ctx.get("extra_bytes", 0))
-        if not self.online_update:
-            optimizer.step()
-        pred = self._prediction(total, ctx)
-        reset_net(self.net)
+            pred = self._prediction(total, ctx)
+        finally:
+            reset_net(self.net)
         return {"loss": loss_sum, "correct": correct(pred, y), "state_bytes": peak_state}
 
     def logits(self, x):
+        """Class scores [B, K]; the state is reset afterwards (also on errors)."""
         xs = time_sequence(x, self.T)
         ctx = self._begin()
         total = None
-        with self._eval_mode():
-            for t in range(self.T):
-                _, out = self._forward_step(t, xs[t], None, ctx)
-                total = out if total is None else total + out
-        return self._prediction(total, ctx)
+        try:
+            with self._eval_mode():
+                for t in range(self.T):
+                    _, out = self._forward_step(t, xs[t], None, ctx)
+                    total = out if total is None else total + out
+            return self._prediction(total, ctx)
+        finally:
+            reset_net(self.net)
 
     def _eval_mode(self):
         return contextlib.nullcontext()
@@ -133,23 +139,25 @@ class OnlineMethod(Method):
 
         Steps without a loss (SAF-F, t < T) give empty dicts. No parameter is changed.
         """
-        check_batch(x, y)
+        check_batch(x, y, model=self.net)
         xs = time_sequence(x, self.T)
         ctx = self._begin()
         params = dict(self.net.named_parameters())
         out_grads = []
-        for t in range(self.T):
+        try:
+            for t in range(self.T):
+                for p in params.values():
+                    p.grad = None
+                with torch.set_grad_enabled(self._needs_grad(t)):
+                    loss, _ = self._forward_step(t, xs[t], y, ctx)
+                    if loss is not None:
+                        loss.backward()
+                out_grads.append({n: p.grad.detach().clone() for n, p in params.items()
+                                  if loss is not None and p.grad is not None})
+        finally:
             for p in params.values():
                 p.grad = None
-            with torch.set_grad_enabled(self._needs_grad(t)):
-                loss, _ = self._forward_step(t, xs[t], y, ctx)
-                if loss is not None:
-                    loss.backward()
-            out_grads.append({n: p.grad.detach().clone() for n, p in params.items()
-                              if loss is not None and p.grad is not None})
-        for p in params.values():
-            p.grad = None
-        reset_net(self.net)
+            reset_net(self.net)
         return out_grads
 
     def monitor(self):

@@ -21,15 +21,29 @@ def seed_everything(seed: int) -> None:
 
 
 def set_determinism(deterministic: bool = True, threads: int | None = None) -> None:
-    """Deterministic algorithms on (CPU results repeat bit for bit with the same thread count)."""
+    """Deterministic algorithms on (CPU results repeat bit for bit with the same thread count).
+
+    torch's ``fill_uninitialized_memory`` (on by default with deterministic algorithms) is turned
+    off: it fills every new buffer (NaN for floats) to make reads of uninitialised memory
+    repeatable, which correct code never does; the fill cost thousands of ``aten::fill_`` calls
+    per implicit-backward step. ``determinism_state()`` records what is in force."""
     if threads:
         torch.set_num_threads(int(threads))
     torch.use_deterministic_algorithms(bool(deterministic), warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = not deterministic
         torch.backends.cudnn.deterministic = bool(deterministic)
         if deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def determinism_state() -> dict:
+    """The determinism settings in force (for run and benchmark records)."""
+    return {"deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+            "fill_uninitialized_memory": bool(torch.utils.deterministic.fill_uninitialized_memory),
+            "threads": torch.get_num_threads()}
 
 
 def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
@@ -52,6 +66,44 @@ def make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, betas=tuple(cfg["betas"]), weight_decay=wd)
     raise ConfigError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
+
+
+def clip_before_step(optimizer: torch.optim.Optimizer, max_norm: float | None):
+    """Clip the total gradient norm (2-norm over every parameter of ``optimizer``) to ``max_norm``
+    before each ``optimizer.step()``, however often a method steps in one batch (OTTT_O and SAF-E
+    step once per time step). Returns the hook handle (``.remove()``), or None when ``max_norm``
+    is None. Under DDP the gradients are already all-reduced, so every rank clips alike."""
+    if max_norm is None:
+        return None
+    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not math.isfinite(max_norm) \
+            or max_norm <= 0:
+        raise ConfigError(f"grad_clip must be a positive finite gradient norm or None, got {max_norm!r}")
+    max_norm = float(max_norm)
+
+    def clip(opt, args, kwargs):
+        params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        if params:
+            torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+    return optimizer.register_step_pre_hook(clip)
+
+
+#: a warm-up may take at most this fraction of a run's iterations (longer ones are shortened)
+MAX_WARMUP_FRACTION = 0.1
+
+
+def fit_schedule(sched: dict, total_iters: int) -> tuple[dict, str | None]:
+    """The schedule a run of ``total_iters`` iterations actually uses, and a note when it differs.
+
+    A linear warm-up written for a long run (e.g. the paper's 500 iterations) would keep a short
+    run's learning rate near zero throughout; it is cut to ``MAX_WARMUP_FRACTION`` of the run."""
+    warm = int(sched.get("warmup_iters") or 0)
+    cap = int(MAX_WARMUP_FRACTION * total_iters)
+    if warm <= cap:
+        return sched, None
+    fitted = {**sched, "warmup_iters": cap}
+    return fitted, (f"warm-up shortened from {warm} to {cap} iterations "
+                    f"({MAX_WARMUP_FRACTION:.0%} of this run's {total_iters})")
 
 
 def lr_at(it: int, total: int, iters_per_epoch: int, base_lr: float, sched: dict) -> float:

@@ -4,7 +4,12 @@
 ``cfg['epochs']`` epochs with a tqdm progress bar, evaluates after each epoch, checkpoints
 atomically every ``checkpoint_every`` iterations and at each epoch end, and resumes from
 the checkpoint in ``run_dir`` when one exists: a run killed at any moment and resumed ends
-with the same weights and metrics as an uninterrupted one (same seed, same thread count).
+with the same weights and metrics as an uninterrupted one (same seed, same thread count):
+the checkpoint holds the model, the optimiser, every RNG state (each rank's), the method's own
+state and the partial epoch, and the data loaders draw nothing from the global RNG.
+``grad_clip`` clips the total gradient norm before every ``optimizer.step()`` a method takes.
+Under DDP the recorded training loss, accuracy and step statistics are those of the global
+batch (summed or averaged over ranks), and only rank 0 prints and writes.
 It writes ``run_dir/checkpoint.pt`` and ``run_dir/result.json`` (the run record).
 """
 from __future__ import annotations
@@ -32,7 +37,8 @@ from ..metrics.memory import peak_rss_bytes, step_memory
 from ..models import build_model
 from ..neurons import reset_net
 from . import distributed as D
-from .setup import lr_at, make_optimizer, resolve_device, rng_state, seed_everything, set_determinism, set_rng_state
+from .setup import (clip_before_step, determinism_state, fit_schedule, lr_at, make_optimizer, resolve_device,
+                    rng_state, seed_everything, set_determinism, set_rng_state)
 
 CHECKPOINT = "checkpoint.pt"
 RESULT = "result.json"
@@ -53,6 +59,8 @@ def build_data(cfg: dict):
     kw = {"T": cfg["T"]} if data_info(cfg).get("is_events") else {}
     if d["pad_to"]:
         kw["pad_to"] = d["pad_to"]
+    if d.get("mean") is not None or d.get("std") is not None:
+        kw["mean"], kw["std"] = d.get("mean"), d.get("std")
     train = get_dataset(d["name"], "train", subset=d["subset"], seed=d["subset_seed"], augment=d["augment"], **kw)
     test = get_dataset(d["name"], "test", subset=d["test_subset"], seed=d["subset_seed"], augment=False, **kw)
     return train, test
@@ -124,6 +132,46 @@ def _aggregate(stats_list: list[dict]) -> dict:
     return out
 
 
+def health_notes(history: list[dict], steps_per_epoch: int, world_size: int = 1) -> list[str]:
+    """What went wrong numerically over a run, from its epoch records: unconverged solves
+    (step statistics named ``*unconverged``: the fraction of a step's solves that missed the
+    method's tolerance) and saturated neurons (``*saturated``: the fraction of neurons at their
+    largest rate). Empty when there was nothing to report."""
+    unconv: dict[str, float] = {}
+    sat: dict[str, list] = {}
+    for h in history:
+        for path, v in _numeric_leaves(h.get("step_stats") or {}):
+            name = path.rsplit(".", 1)[-1]
+            if name.endswith("unconverged"):
+                unconv[path] = unconv.get(path, 0.0) + v * steps_per_epoch * world_size
+            elif name.endswith("saturated"):
+                sat.setdefault(path, []).append(v)
+    solves = len(history) * steps_per_epoch * world_size
+    notes = [f"{round(n)} of {solves} solves unconverged ({path})" for path, n in unconv.items() if round(n) > 0]
+    notes += [f"saturated neurons ({path}): {100 * sum(v) / len(v):.2f}% on average, "
+              f"{100 * max(v):.2f}% in the worst epoch" for path, v in sat.items() if max(v) > 0]
+    return notes
+
+
+def _numeric_leaves(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _numeric_leaves(v, f"{prefix}{k}.")
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            yield f"{prefix}{k}", float(v)
+
+
+def final_line(cfg: dict, history: list[dict], steps_per_epoch: int, world_size: int = 1) -> str:
+    """The end-of-run summary: final test accuracy and training loss, plus ``health_notes``."""
+    if not history:
+        return f"[{cfg['method']}] done: no epoch trained"
+    h = history[-1]
+    line = (f"[{cfg['method']}] done after {h['epoch']} epochs: test acc {h['test_acc']:.4f}, "
+            f"train loss {h['train_loss']:.4f}")
+    notes = health_notes(history, steps_per_epoch, world_size)
+    return line + ("; " + "; ".join(notes) if notes else "")
+
+
 def train(cfg: dict, run_dir, *, resume: bool = True, progress: bool = True) -> dict:
     """Train one run; returns the run record (also written to ``run_dir/result.json``).
 
@@ -141,12 +189,16 @@ def _train(cfg: dict, run_dir, *, resume: bool, progress: bool) -> dict:
     dist_info = D.init_distributed()
     set_determinism(cfg["deterministic"], cfg["threads"])
     device = resolve_device(cfg["device"], dist_info.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     dtype = DTYPES[cfg["dtype"]]
     seed_everything(cfg["seed"])
 
     train_ds, test_ds = build_data(cfg)
     model, method = build(cfg, device, dist_info)
     optimizer = make_optimizer(model.parameters(), cfg["optim"])
+    D.sync_grads_without_ddp_forward(method.model, optimizer, dist_info)   # before clipping: hooks run in order
+    clip_before_step(optimizer, cfg["grad_clip"])
 
     bs, E = cfg["data"]["batch_size"], cfg["epochs"]
     probe = make_loader(train_ds, bs, shuffle=True, drop_last=True, max_batches=cfg["max_iters_per_epoch"])
@@ -154,6 +206,9 @@ def _train(cfg: dict, run_dir, *, resume: bool, progress: bool) -> dict:
     if nb == 0:
         raise ValueError(f"training set of {len(train_ds)} samples gives no full batch of {bs}")
     total_iters = nb * E
+    schedule, schedule_note = fit_schedule(cfg["schedule"], total_iters)
+    if schedule_note and progress and dist_info.is_main:
+        print(f"[{cfg['method']}] {schedule_note}", file=sys.stderr, flush=True)
 
     state = {"epoch": 0, "batch": 0, "history": [], "partial": None, "elapsed": 0.0}
     ckpt_path = run_dir / CHECKPOINT
@@ -164,13 +219,18 @@ def _train(cfg: dict, run_dir, *, resume: bool, progress: bool) -> dict:
                                "use another run folder or resume=False")
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
-        set_rng_state(ck["rng"])
+        ranks = ck.get("rng_ranks")
+        set_rng_state(ranks[dist_info.rank] if ranks and len(ranks) == dist_info.world_size else ck["rng"])
+        method.load_state_dict(ck.get("method") or {})
         state = {k: ck[k] for k in ("epoch", "batch", "history", "partial", "elapsed")}
 
     def save_checkpoint():
+        rng_ranks = D.gather(dist_info, rng_state())      # collective: every rank calls it
         if dist_info.is_main:
             save_torch(ckpt_path, {"config_hash": config_hash(cfg), "model": model.state_dict(),
-                                   "optimizer": optimizer.state_dict(), "rng": rng_state(), **state})
+                                   "optimizer": optimizer.state_dict(), "rng": rng_ranks[0],
+                                   "rng_ranks": rng_ranks if dist_info.enabled else None,
+                                   "method": method.state_dict(), **state})
 
     started = time.perf_counter()
     base_elapsed = state["elapsed"]
@@ -184,21 +244,22 @@ def _train(cfg: dict, run_dir, *, resume: bool, progress: bool) -> dict:
                    disable=not (progress and dist_info.is_main), file=sys.stderr, mininterval=2.0, leave=True)
         for b, (x, y) in enumerate(bar, start=state["batch"]):
             it = epoch * nb + b
-            lr = lr_at(it, total_iters, nb, cfg["optim"]["lr"], cfg["schedule"])
+            lr = lr_at(it, total_iters, nb, cfg["optim"]["lr"], schedule)
             for g in optimizer.param_groups:
                 g["lr"] = lr
             x, y = _to(x, device, dtype), y.to(device)
             t0 = time.perf_counter()
             st = method.train_step(x, y, optimizer)
             part["step_times"].append(time.perf_counter() - t0)
-            loss = float(st["loss"])
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at epoch {epoch + 1}, batch {b}; "
-                                         "lower the learning rate or check the inputs")
-            part["loss_sum"] += loss * len(y)
-            part["correct"] += int(st.get("correct", 0))
-            part["count"] += len(y)
             extra = {k: v for k, v in st.items() if k not in ("loss", "correct")}
+            loss_sum, n_ok, n, extra = D.global_step(dist_info, float(st["loss"]) * len(y),
+                                                     int(st.get("correct", 0)), len(y), extra)
+            if not math.isfinite(loss_sum):     # on every rank alike: the sum is global
+                raise FloatingPointError(f"loss became {loss_sum / n} at epoch {epoch + 1}, batch {b}; "
+                                         "lower the learning rate or check the inputs")
+            part["loss_sum"] += loss_sum
+            part["correct"] += n_ok
+            part["count"] += n
             if extra:
                 part["stats"].append(extra)
             bar.set_postfix(loss=f"{part['loss_sum'] / part['count']:.3f}",
@@ -221,10 +282,16 @@ def _train(cfg: dict, run_dir, *, resume: bool, progress: bool) -> dict:
             print(f"[{cfg['method']}] epoch {epoch + 1}/{E}: test acc {ev['test_acc']:.4f}, "
                   f"train loss {entry['train_loss']:.4f}", file=sys.stderr, flush=True)
 
+    if progress and dist_info.is_main:
+        print(final_line(cfg, state["history"], nb, dist_info.world_size), file=sys.stderr, flush=True)
+
     memory = None
-    if cfg["measure_memory"] and dist_info.is_main:
+    if cfg["measure_memory"]:
+        # Every rank measures a step on its slice of the first batch (the step's collectives need all
+        # ranks); the record holds rank 0's: the memory of one process.
         snapshot = copy.deepcopy(model.state_dict())
-        x, y = next(iter(make_loader(train_ds, bs, shuffle=True, seed=cfg["seed"], drop_last=True)))
+        x, y = next(iter(make_loader(train_ds, bs, shuffle=True, seed=cfg["seed"], drop_last=True,
+                                     rank=dist_info.rank, world_size=dist_info.world_size)))
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
             memory = step_memory(method, _to(x, device, dtype), y.to(device))
         model.load_state_dict(snapshot)
@@ -234,7 +301,8 @@ def _train(cfg: dict, run_dir, *, resume: bool, progress: bool) -> dict:
         "config": cfg, "config_hash": config_hash(cfg), "code_version": code_version(), "git_commit": git_commit(),
         "name": cfg["name"], "method": cfg["method"], "model": cfg["model"]["name"], "dataset": cfg["data"]["name"],
         "T": cfg["T"], "seed": cfg["seed"], "device": str(device), "world_size": dist_info.world_size,
-        "packages": package_versions(), "machine": machine(), "history": state["history"],
+        "packages": package_versions(), "machine": machine(), "determinism": determinism_state(),
+        "schedule": schedule, "schedule_note": schedule_note, "history": state["history"],
         "final": state["history"][-1] if state["history"] else {},
         "train_memory": memory, "wall_time_s": state["elapsed"], "peak_rss_bytes": peak_rss_bytes(),
         "peak_cuda_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
