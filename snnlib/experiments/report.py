@@ -5,7 +5,7 @@ import datetime as _dt
 import os
 from pathlib import Path
 
-from ..paths import figures_dir
+from ..paths import ROOT, figures_dir
 from .claims import load_claims, verdict_of
 from .verdict import FAILS, HOLDS, INCONCLUSIVE
 from .io import write_text
@@ -123,6 +123,8 @@ def write_report(scale: str, *, extra: str = "") -> Path:
     """Write ``REPORT.md`` for ``scale`` from every notebook's claims ledger and the figures on disk;
     returns its path."""
     claims = load_claims(scale)
+    path = figures_dir(scale) / "REPORT.md"
+    notes_link = Path(os.path.relpath(ROOT / "docs" / "papers" / "README.md", path.parent)).as_posix()
     m = machine()
     date = os.environ.get("SNNLIB_REPORT_DATE") or _dt.date.today().isoformat()
     head = [f"# snnlib report: which claims hold here ({scale} scale)", "",
@@ -134,10 +136,10 @@ def write_report(scale: str, *, extra: str = "") -> Path:
             "Each claim: the paper's statement, what we measured, the threshold it is judged by, and the "
             "verdict. *Correctness* claims (asserted) test the implementation; *result* claims are recorded "
             "whichever way they come out. Published numbers carry their reliability tag "
-            "(paper-abstract, ref-readme, ref-code, openreview, derived, unverified).", ""]
+            "(paper-abstract, ref-readme, ref-code, openreview, derived, unverified; legend and sources: "
+            f"[docs/papers/]({notes_link})).", ""]
     body = claims_markdown(claims)
     summary = f"**At {scale} scale: {verdict_counts(claims)}**\n"
     figs = figure_links(scale)
-    path = figures_dir(scale) / "REPORT.md"
     write_text(path, "\n".join(head) + summary + "\n" + extra + body + figs)
     return path

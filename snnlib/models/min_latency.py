@@ -2,7 +2,7 @@
 token mixer is a spiking, window-recurrent mixer that runs in ONE time step.
 
 Reconstructed from the authors' code (iverss1/ACML_SNN@31c9a7c); the paper text was not found.
-See ../shared/papers/minimum_latency.md. Defaults = the released CIFAR-10 CNN:
+See docs/papers/minimum_latency.md. Defaults = the released CIFAR-10 CNN:
 stem Conv(3->48, k2, s2) 32x32 -> 16x16; depths [2, 2, 6, 2]; dims [48, 96, 192, 384];
 PatchMerging between stages; mean over H, W; zero-initialised linear head.
 The Fashion-MNIST variant (configs) uses one stage: stem Conv(1->32, k4, s4) 32 -> 8x8, 2 blocks.

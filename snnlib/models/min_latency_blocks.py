@@ -3,7 +3,7 @@ spiking token mixers, MLP and patch merging.
 
 Maps are channels-last [B, H, W, C] as in the reference (a Sequencer2D fork). Everything runs
 in one time step (T = 1): "recurrence" is across the windows of a block (and, in the RNN
-variant, across blocks), never across time. Equations: ../shared/papers/minimum_latency.md §2.
+variant, across blocks), never across time. Equations: docs/papers/minimum_latency.md §2.
 """
 from __future__ import annotations
 

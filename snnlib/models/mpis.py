@@ -7,7 +7,7 @@ with one stride-2 map (S2 for static inputs after the ANN stem, S1 for the event
 Trans a stride-2 transposed conv back to layer 1's size. Head: z = DB(BN(Conv s2 (a_1^3))) + a_2^3
 -> Conv1x1 + BN + DB -> flatten -> Linear, DB(v) = clamp(v / V, 0, 1).
 
-Defaults implement the paper's intent (notes: ../shared/papers/ide_mpis.md, section 7):
+Defaults implement the paper's intent (notes: docs/papers/ide_mpis.md, section 7):
 current fusion in the SNN and in the rate map (so D learns), /V in the rate map, spectral-norm
 feedback in both streams, zero input to stream 2. Released-code behaviour is available:
 ``fusion="membrane_snn_only"``, ``map_scale="V2"``, ``feedback_norm=False`` (with the method
