@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .equilibrium import nested
 from .nets import DIFFERENCES, build, loss_of, spec_with
 from .steps import make_trainer
 from .timing import current_rss_bytes, gflops_probe, timed
@@ -216,18 +217,6 @@ def ottt(args) -> dict:
     return out
 
 
-def _nested(dotted: dict) -> dict:
-    """{"model.channels": [4, 8]} -> {"model": {"channels": [4, 8]}}."""
-    out: dict = {}
-    for key, value in dotted.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
-
-
 def methods(args) -> dict:
     """``memory_vs_T`` of every configured snnlib method (saved activations, state and solver buffers)."""
     from ..experiments.config import load_config
@@ -236,7 +225,7 @@ def methods(args) -> dict:
     rows, failed = [], {}
     for method, entry in args["configs"].items():
         try:
-            cfg = load_config(ROOT / "configs" / "runs" / f"{entry['config']}.yaml", _nested(entry.get("set", {})))
+            cfg = load_config(ROOT / "configs" / "runs" / f"{entry['config']}.yaml", nested(entry.get("set", {})))
             Ts = entry.get("Ts", args["Ts"])
             t0 = time.perf_counter()
             for r in memory_vs_T(cfg, Ts, batch_size=args["batch_size"], seed=args.get("seed", 0)):

@@ -8,7 +8,7 @@ from ..data.loader import time_sequence
 from ..metrics.accuracy import correct
 from ..neurons import reset_net
 from . import register_method
-from .base import Method, check_batch
+from .base import Method
 
 LOSSES = ("ce_mean", "per_step")
 
@@ -48,7 +48,6 @@ class BPTT(Method):
         return self.outputs(x).mean(0)
 
     def train_step(self, x, y, optimizer):
-        check_batch(x, y)
         optimizer.zero_grad(set_to_none=True)
         out = self.outputs(x)
         if self.loss == "ce_mean":

@@ -31,7 +31,7 @@ from ..metrics.accuracy import correct
 from ..neurons import reset_net
 from ..neurons.surrogate import get_surrogate
 from . import register_method
-from .base import Method, check_batch
+from .base import Method
 
 MAX_WARNINGS = 3
 SOLVE_ARGS = ("max_iter", "tol", "stop_mode")   # every solver's; set as method arguments, not solver_options
@@ -125,7 +125,6 @@ class IDE(Method):
                                    surrogate=self.surrogate, warn_tol=self.warn_tol, **opts)
 
     def train_step(self, x, y, optimizer):
-        check_batch(x, y)
         optimizer.zero_grad(set_to_none=True)
         res = self._forward(x, self.T)
         loss = F.cross_entropy(res.logits, y)

@@ -88,7 +88,6 @@ class OnlineMethod(Method):
         return contextlib.nullcontext()
 
     def train_step(self, x, y, optimizer):
-        check_batch(x, y, model=self.net)
         xs = time_sequence(x, self.T)
         ctx = self._begin()
         try:   # the per-step state (traces, accumulations, c_t) never outlives the batch, even on errors

@@ -16,7 +16,7 @@ from ..metrics.accuracy import correct
 from ..metrics.firing import FiringRateMonitor
 from ..neurons import reset_net
 from . import register_method
-from .base import Method, check_batch
+from .base import Method
 
 
 @register_method("single_step")
@@ -48,7 +48,6 @@ class SingleStep(Method):
         return out / self.T
 
     def train_step(self, x, y, optimizer):
-        check_batch(x, y)
         optimizer.zero_grad(set_to_none=True)
         out = self.logits(x)
         loss = F.cross_entropy(out, y, label_smoothing=self.label_smoothing)

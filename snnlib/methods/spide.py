@@ -32,7 +32,6 @@ from ..equilibrium.implicit import ImplicitSolveWarning, equilibrium_forward
 from ..metrics.accuracy import correct
 from ..neurons import reset_net
 from . import register_method
-from .base import check_batch
 from .implicit import IDE
 
 SPIKE_BACKWARDS = ("spike", "spide_exact")
@@ -106,7 +105,6 @@ class SPIDE(IDE):
         return equilibrium_forward(self.net, x, T, backward=self.backward, warn_tol=self.warn_tol, **self.spike_kw)
 
     def train_step(self, x, y, optimizer):
-        check_batch(x, y)
         optimizer.zero_grad(set_to_none=True)
         res = self._forward(x, self.T)
         loss = F.cross_entropy(res.logits, y)

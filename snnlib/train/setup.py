@@ -8,10 +8,8 @@ import random
 import numpy as np
 import torch
 
-from ..experiments.config import ConfigError
+from ..experiments.config import OPTIMIZERS, SCHEDULES, ConfigError
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "step")
 
 
 def seed_everything(seed: int) -> None:
