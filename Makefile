@@ -1,5 +1,5 @@
 # snnlib: every result from the notebooks, every figure from the results.
-#   make reproduce            run every notebook at cpu scale (SCALE=smoke|cpu|paper)
+#   make reproduce            run every notebook at cpu scale (SCALE=smoke|cpu|full|paper)
 #   make data                 install or download the datasets the scale needs (reproduce and test do it)
 #   make test                 unit tests + the notebooks under nbval (smoke defaults)
 #   make lab                  JupyterLab on the notebooks

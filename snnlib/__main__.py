@@ -6,13 +6,21 @@ import argparse
 import os
 import sys
 
+from .data.fetch import DataMissing, ensure
+from .data.locate import BadArchive, DatasetNotFound
+from .errors import ConfigError
+from .experiments.config import load_config, parse_set
+from .experiments.io import CorruptFile
+from .experiments.reproduce import reproduce, scale_datasets
+from .experiments.runs import run_dir_for
+from .methods import method_names
+from .models import model_names
+from .paths import SCALES
+from .train import train
+
 
 def user_error_hint(err: BaseException) -> str | None:
     """What to do about an error the user can fix (bad config, missing data, unreadable file), else None."""
-    from .data.locate import BadArchive, DatasetNotFound
-    from .experiments.config import ConfigError
-    from .experiments.io import CorruptFile
-
     if isinstance(err, ConfigError):
         return "fix the value named above in the YAML file or with --set key=value (python -m snnlib train --help)"
     if isinstance(err, BadArchive):
@@ -52,12 +60,12 @@ def main(argv=None) -> int:
     t.add_argument("--quiet", action="store_true", help="no progress bars")
 
     r = sub.add_parser("reproduce", help="execute the notebooks with papermill (make reproduce)")
-    r.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"])
+    r.add_argument("--scale", default="cpu", choices=list(SCALES))
     r.add_argument("--only", nargs="*", help="notebook names, e.g. 01_ide_mpis")
     r.add_argument("--quiet", action="store_true", help="do not stream notebook output")
 
     d = sub.add_parser("data", help="install or download the datasets a scale needs (make data)")
-    d.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"])
+    d.add_argument("--scale", default="cpu", choices=list(SCALES))
     d.add_argument("names", nargs="*", help="datasets to get instead of the scale's, e.g. fashion_mnist")
     d.add_argument("--no-apt", action="store_true", help="do not install Debian packages")
 
@@ -83,9 +91,6 @@ def main(argv=None) -> int:
 
 def _dispatch(args) -> int:
     if args.cmd == "train":
-        from .experiments.config import load_config, parse_set
-        from .experiments.runs import run_dir_for
-        from .train import train
         cfg = load_config(args.config, parse_set(args.set))
         rd = args.run_dir or run_dir_for(cfg)
         rec = train(cfg, rd, resume=not args.no_resume, progress=not args.quiet)
@@ -93,12 +98,9 @@ def _dispatch(args) -> int:
             print(f"test accuracy {rec['final']['test_acc']:.4f}; run folder {rd}")
         return 0
     if args.cmd == "reproduce":
-        from .experiments.reproduce import reproduce
         reproduce(args.scale, args.only, log_output=not args.quiet)
         return 0
     if args.cmd == "data":
-        from .data.fetch import DataMissing, ensure
-        from .experiments.reproduce import scale_datasets
         names = args.names or list(scale_datasets(args.scale))
         try:
             found = ensure(names, apt=not args.no_apt)
@@ -109,13 +111,10 @@ def _dispatch(args) -> int:
             print(f"{name}: {where}")
         return 0
     if args.cmd == "methods":
-        from .methods import method_names
         print("\n".join(method_names()))
         return 0
     if args.cmd == "models":
-        from .models import MODELS, _import_families
-        _import_families()
-        print("\n".join(MODELS.names()))
+        print("\n".join(model_names()))
         return 0
     return 2
 

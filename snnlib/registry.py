@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import inspect
 
-from .experiments.config import ConfigError, suggest
+from .errors import ConfigError, suggest
 
 
 class Registry:
-    """A named collection of constructors (models, methods). ``build`` checks keyword arguments."""
+    """A named collection of constructors (models, methods, datasets); ``check_kwargs`` checks keyword arguments."""
 
     def __init__(self, kind: str):
         self.kind = kind
@@ -48,7 +48,3 @@ class Registry:
             if k not in ok and k not in skip:
                 raise ConfigError(f"{self.kind} {name!r} has no argument {k!r}.{suggest(k, ok - set(skip))} "
                                   f"Valid: {', '.join(sorted(ok - set(skip)))}")
-
-    def build(self, name: str, *args, **kwargs):
-        self.check_kwargs(name, kwargs)
-        return self.get(name)(*args, **kwargs)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from snnlib.experiments import executors as X
-from snnlib.experiments import run_dir_for, run_many
+from snnlib.experiments.runs import run_dir_for, run_many
 from snnlib.experiments.config import ConfigError
 from snnlib.experiments.io import load_torch, read_json, write_json
 
@@ -94,15 +94,15 @@ def test_a_run_with_several_gpus_is_launched_with_torchrun(monkeypatch):
     assert four == ["py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", *one[1:]]
     with pytest.raises(ValueError, match="positive number of processes"):
         X.train_command("cfg.yaml", "runs/a", 0)
-    called = []
-    monkeypatch.setattr(X.subprocess, "run", lambda cmd, check: called.append((cmd, check)))
+    called, code = [], [0]
+    monkeypatch.setattr(X.subprocess, "run",
+                        lambda cmd: called.append(cmd) or subprocess.CompletedProcess(cmd, code[0]))
     assert X.TrainJob()("cfg.yaml", "runs/a", 4) == "runs/a"    # what a Slurm job with 4 GPUs executes
-    assert called == [(X.train_command("cfg.yaml", "runs/a", 4), True)]
-    argvs = []
-    monkeypatch.setattr(X, "cli_main", lambda argv: argvs.append(argv) or 2)   # a run that fails
+    assert X.TrainJob()("cfg.yaml", "runs/a", 1) == "runs/a"    # and with one GPU or none
+    assert called == [X.train_command("cfg.yaml", "runs/a", 4), X.train_command("cfg.yaml", "runs/a", 1)]
+    code[0] = 2                                                  # a run that fails
     with pytest.raises(RuntimeError, match="exited with code 2"):
         X.TrainJob()("cfg.yaml", "runs/a", 1)
-    assert argvs == [["train", "cfg.yaml", "--quiet", "--run-dir", "runs/a"]]
 
 
 def test_slurm_options_reach_the_sbatch_script(tmp_path):
@@ -174,7 +174,7 @@ def test_an_interrupted_submitit_sweep_resumes_without_resubmitting_and_matches_
     pytest.importorskip("submitit")
     rds = [run_dir_for(c) for c in SWEEP]
     (cluster_env / "sweep.json").write_text(json.dumps(SWEEP))
-    code = ("import json, sys; from snnlib.experiments import run_many; "
+    code = ("import json, sys; from snnlib.experiments.runs import run_many; "
             "run_many(json.load(open(sys.argv[1])), executor='submitit-local')")
     log = open(cluster_env / "orchestrator.log", "wb")
     orch = subprocess.Popen([PY, "-c", code, str(cluster_env / "sweep.json")], stdout=log, stderr=subprocess.STDOUT,

@@ -156,6 +156,23 @@ def test_one_step_lif_charges_without_reset_and_has_rectangle_surrogate(f64):
     assert g.tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]                  # 1 only for u in (0, 1)
 
 
+@pytest.mark.parametrize("carried", ["tensor", "zero"])
+def test_one_step_lif_is_lif_step_without_reset_bit_for_bit(carried, f64):
+    torch.manual_seed(0)
+    I = torch.randn(4, 7, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(4, 7, dtype=torch.float64) if carried == "tensor" else 0
+    s, u = one_step_lif(I, c)
+    u_ref = 0.4 * c + I                                              # the written-out charge, no reset
+    s_ref = (u_ref - 0.5 >= 0).to(torch.float64)
+    assert torch.equal(u, u_ref) and torch.equal(s, s_ref)
+    (g,) = torch.autograd.grad(s.sum(), I)
+    assert torch.equal(g, ((u_ref > 0) & (u_ref < 1)).to(torch.float64))   # rectangle, width 1, around v_th
+    a, u_relu = one_step_lif(I, c, neuron="relu")
+    assert torch.equal(u_relu, u_ref) and torch.equal(a, torch.relu(u_ref))
+    with pytest.raises(ValueError, match="unknown neuron"):
+        one_step_lif(I, c, neuron="tanh")
+
+
 # ----------------------------------------------------------------------------- mixers vs direct equations
 def _lif(u):
     return (u >= 0.5).to(u.dtype)

@@ -122,7 +122,8 @@ def test_a_summary_notebook_is_stale_when_an_earlier_notebook_reran(tmp_path, mo
 
 def test_each_scale_needs_the_datasets_its_configs_name():
     for scale in ("smoke", "cpu"):            # 04 names CIFAR configs at cpu scale only to count their parameters
-        assert rep.scale_datasets(scale) == {"fashion_mnist": rep.notebooks()}
+        assert rep.scale_datasets(scale) == {"fashion_mnist": rep.notebooks(),
+                                             "fashion_mnist_dvs": ["01_ide_mpis"]}   # converted from fashion_mnist
     paper = rep.scale_datasets("paper")
     assert set(paper) == {"fashion_mnist", "fashion_mnist_dvs", "mnist", "nmnist", "cifar10", "cifar100",
                           "cifar10dvs"}

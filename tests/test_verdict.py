@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from snnlib.experiments.verdict import (FAILS, HOLDS, INCONCLUSIVE, decide_comparison, decide_parity,
+from snnlib.experiments.verdict import (FAILS, HOLDS, INCONCLUSIVE, decide_all, decide_comparison, decide_parity,
                                         decide_threshold, decide_value, difference_interval, mean_interval)
 
 
@@ -87,3 +87,42 @@ def test_the_ledger_keeps_interval_seeds_and_budget_and_the_report_counts_three_
     assert "**inconclusive at this budget** (paired difference" in text and "3 seeds; 60k x 1 epoch" in text
     with pytest.raises(TypeError, match="Verdict"):
         ledger.judge("mpis.bad", "s", True, "t", "s", budget="b")
+
+
+def test_a_claim_of_several_parts_holds_only_when_every_part_holds():
+    yes, no, maybe = decide_value(1.0, 0.0, ">="), decide_value(-1.0, 0.0, ">="), decide_threshold([0.5], 0.6, "<=")
+    assert decide_all({"a": yes, "b": yes}).verdict == HOLDS
+    assert decide_all({"a": yes, "b": no}).verdict == FAILS
+    assert decide_all({"a": yes, "b": maybe}).verdict == INCONCLUSIVE            # one seed: no interval
+    assert decide_all({"a": maybe, "b": no}).verdict == FAILS                    # any failing part decides
+    both = decide_all([decide_value(1e-9, 1e-3, "<"), decide_value(0.5, 1e-2, ">")])
+    assert both.holds and both.estimate == 1e-9 and set(both.extra["parts"]) == {"1", "2"}
+    with pytest.raises(ValueError, match="at least one part"):
+        decide_all([])
+    with pytest.raises(TypeError, match="not a Verdict"):
+        decide_all({"a": 0.5})
+
+
+def test_the_readme_table_counts_each_papers_verdicts_at_cpu_and_full_side_by_side():
+    from snnlib.experiments.report import paper_counts, verdict_table
+
+    claims = [{"id": "mpis.a", "verdict": HOLDS}, {"id": "mpis.b", "verdict": INCONCLUSIVE},
+              {"id": "saf.c", "verdict": FAILS}, {"id": "saf.d", "holds": True}]      # d: recorded before judge
+    counts = paper_counts(claims)
+    assert counts["mpis"] == {HOLDS: 1, FAILS: 0, INCONCLUSIVE: 1} and counts["saf"] == {HOLDS: 1, FAILS: 1, INCONCLUSIVE: 0}
+    table = verdict_table({"cpu": {"papers": counts, "date": "2026-12-06", "commit": "abc"}})
+    assert "| cpu: holds / does not hold / inconclusive | full: holds / does not hold / inconclusive |" in table
+    assert "| 1 / 0 / 1 | – |" in table and "| 1 / 1 / 0 | – |" in table
+    assert "cpu: 2026-12-06, commit `abc`; full: not run yet" in table
+
+
+def test_an_inconclusive_cpu_verdict_points_to_the_scale_made_to_decide_it(tmp_path, monkeypatch):
+    from snnlib.experiments.claims import Ledger
+    from snnlib.experiments.report import claims_markdown
+
+    monkeypatch.setenv("SNNLIB_RESULTS", str(tmp_path))
+    for scale, says in (("cpu", True), ("full", False)):
+        ledger = Ledger("01_x", scale)
+        ledger.judge("mpis.acc", "accuracy >= 0.5", decide_threshold([0.6], 0.5), ">= 0.5", "derived", budget="b")
+        assert ("the `full` scale (5 seeds, the whole split) is made to decide it" in
+                claims_markdown(list(ledger.entries.values()))) is says

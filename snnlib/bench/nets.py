@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+from ..models import build_model
+from ..neurons import reset_net
 
 FRAMEWORKS = ("snnlib", "spikingjelly", "snntorch", "snntorch_folded", "norse")
 DEFAULT_SPEC = dict(channels=(32, 64), in_channels=1, size=28, num_classes=10, leak=0.5, v_th=1.0,
@@ -91,7 +93,6 @@ class SnnlibNet(BenchNet):
 
     def __init__(self, spec: dict, backend: str = "fused", detach_reset: bool | None = None):
         super().__init__()
-        from ..models import build_model
         detach = spec["detach_reset"] if detach_reset is None else detach_reset
         neuron = dict(leak=spec["leak"], v_th=spec["v_th"], reset="hard", v_reset=0.0, detach_reset=detach,
                       surrogate={"name": "sigmoid", "alpha": spec["alpha"]}, backend=backend)
@@ -104,7 +105,6 @@ class SnnlibNet(BenchNet):
         return self.net(x_seq)
 
     def reset(self):
-        from ..neurons import reset_net
         reset_net(self.net)
 
     def canonical_params(self):

@@ -15,6 +15,9 @@ import torch
 from torch import nn
 
 from .nets import DEFAULT_SPEC, _head_features, canonical_weights
+from ..models import build_model
+from ..methods import build_method
+from ..methods.online import mixed_loss
 
 OTTT_VARIANTS = ("snnlib_ottt_a", "snnlib_ottt_a_lean", "spikingjelly_ottt_a",
                  "snnlib_ottt_o", "snnlib_ottt_o_lean", "spikingjelly_ottt_o")
@@ -22,7 +25,6 @@ MSE_WEIGHT = 0.05
 
 
 def _online_conv(spec: dict):
-    from ..models import build_model
     c1, c2 = spec["channels"]
     return build_model({"name": "online_conv", "cfg": [c1, "M", c2, "M"], "ws": False, "spike_scale": 1.0,
                         "fc_hw": spec["size"] // 4, "leak": spec["leak"], "v_th": spec["v_th"],
@@ -41,7 +43,6 @@ class SnnlibOTTT:
     """snnlib's ``ottt_a``/``ottt_o`` method on the benchmark network."""
 
     def __init__(self, spec: dict, T: int, online: bool, formulation: str = "reference", seed: int = 0, lr=1e-3):
-        from ..methods import build_method
         self.model = _online_conv(spec)
         with torch.no_grad():
             for p, w in zip(_snnlib_params(self.model), canonical_weights(spec, seed), strict=True):
@@ -63,7 +64,6 @@ class SpikingJellyOTTT:
     def __init__(self, spec: dict, T: int, online: bool, seed: int = 0, lr=1e-3):
         from spikingjelly.activation_based import functional, layer, neuron, surrogate
         from spikingjelly.activation_based.learning import online_learning
-        from ..methods.online import mixed_loss
         c1, c2 = spec["channels"]
         tau = 1.0 / (1.0 - spec["leak"])
 

@@ -10,6 +10,9 @@ import statistics
 import sys
 from pathlib import Path
 
+from ..metrics.timing import ratio_summary, round_ratios
+from ..experiments.plots import save_figure, style
+
 LABELS = {"snnlib": "snnlib", "snnlib_torch": "snnlib (reference loop)", "spikingjelly": "SpikingJelly",
           "snntorch": "snnTorch", "snntorch_folded": "snnTorch (T folded)", "norse": "Norse",
           "ann_relu": "ANN floor (ReLU, T=1)", "snnlib_ottt_a": "snnlib ottt_a", "snnlib_ottt_a_lean":
@@ -23,17 +26,6 @@ MB = 1024 ** 2
 
 def _load(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def round_ratios(res: dict, num: str, den: str, key: str = "wall_s", scale: float = 1.0) -> list[float]:
-    """``num`` time / (``scale`` x ``den`` time) in each round where both ran."""
-    return [r[num][key] / (scale * r[den][key]) for r in res["rounds"] if num in r and den in r]
-
-
-def summary(xs: list[float]) -> dict | None:
-    if not xs:
-        return None
-    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
 
 
 def fmt_ratio(s: dict | None) -> str:
@@ -58,13 +50,13 @@ def bptt_rows(thr: list[dict], mem: list[dict] | None) -> list[dict]:
                "unavailable": res.get("unavailable", {}), "gflops_before": res["gflops_before"],
                "gflops_after": res["gflops_after"]}
         for v in PEERS + ("snnlib_torch",):
-            row[f"speedup_vs_{v}"] = summary(round_ratios(res, v, "snnlib"))
-            row[f"cpu_speedup_vs_{v}"] = summary(round_ratios(res, v, "snnlib", "cpu_s"))
-        row["over_ann_floor"] = summary(round_ratios(res, "snnlib", "ann_relu", scale=T))
+            row[f"speedup_vs_{v}"] = ratio_summary(round_ratios(res, v, "snnlib"))
+            row[f"cpu_speedup_vs_{v}"] = ratio_summary(round_ratios(res, v, "snnlib", "cpu_s"))
+        row["over_ann_floor"] = ratio_summary(round_ratios(res, "snnlib", "ann_relu", scale=T))
         row["ms_per_image_step"] = {v: 1e3 * statistics.median(r[v]["wall_s"] for r in res["rounds"] if v in r)
                                     / (B * (1 if v == "ann_relu" else T))
                                     for v in ("snnlib", "ann_relu") + PEERS if any(v in r for r in res["rounds"])}
-        row["peers_over_ann_floor"] = {v: summary(round_ratios(res, v, "ann_relu", scale=T)) for v in PEERS}
+        row["peers_over_ann_floor"] = {v: ratio_summary(round_ratios(res, v, "ann_relu", scale=T)) for v in PEERS}
         for v in ("snnlib", "snnlib_torch") + PEERS:
             m = saved.get((v, T))
             row[f"saved_bytes_{v}"] = m["saved_peak_bytes"] if m else None
@@ -85,7 +77,7 @@ def ottt_rows(thr: list[dict] | None, mem: list[dict] | None) -> list[dict]:
                "gflops_before": res["gflops_before"], "gflops_after": res["gflops_after"]}
         for mode in ("a", "o"):
             for lean in ("", "_lean"):
-                row[f"speedup_{mode}{lean}"] = summary(round_ratios(res, f"spikingjelly_ottt_{mode}",
+                row[f"speedup_{mode}{lean}"] = ratio_summary(round_ratios(res, f"spikingjelly_ottt_{mode}",
                                                                     f"snnlib_ottt_{mode}{lean}"))
         for v in ("snnlib_ottt_a", "snnlib_ottt_a_lean", "spikingjelly_ottt_a"):
             times = [r[v]["wall_s"] for r in res["rounds"] if v in r]
@@ -210,11 +202,11 @@ def equilibrium_rows(eq: dict | None) -> list[dict]:
             row["T"] = results[0]["T"]
         ratios = [rd["old"]["median"]["wall_s"] / rd["new"]["median"]["wall_s"] for rd in c["rounds"]
                   if "median" in rd.get("old", {}) and "median" in rd.get("new", {})]
-        row["speedup"] = summary(ratios)
+        row["speedup"] = ratio_summary(ratios)
         for ph in ("vjp", "solver"):
             rr = [rd["old"]["median"][ph] / rd["new"]["median"][ph] for rd in c["rounds"]
                   if "median" in rd.get("old", {}) and "median" in rd.get("new", {}) and rd["new"]["median"][ph] > 0]
-            row[f"{ph}_speedup"] = summary(rr)
+            row[f"{ph}_speedup"] = ratio_summary(rr)
         if "new" in per and "old" in per:
             a, b = per["new"][0]["first_step"], per["old"][0]["first_step"]
             row["first_step_loss_diff"] = abs(a["loss"] - b["loss"])
@@ -317,7 +309,6 @@ def figures(bptt, bptt_thr, ottt, methods, fig_dir: Path | None) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from ..experiments.plots import save_figure, style
     style()
     paths = []
 

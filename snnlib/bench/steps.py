@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .nets import AnnFloor, build, canonical_weights, load_canonical, loss_of
+from ..methods import build_method
 
 
 class Trainer:
@@ -28,7 +29,6 @@ class SnnlibTrainer(Trainer):
 
     def __init__(self, net, T: int, lr: float = 1e-3):
         super().__init__(net, T, lr)
-        from ..methods import build_method
         self.method = build_method("bptt", net.net, T=T)
 
     def step(self, x, y) -> float:

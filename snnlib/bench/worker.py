@@ -3,7 +3,7 @@
 Tasks (ARGS is a JSON dict; the result is written to OUT as JSON):
     prepare      the batch every task uses (first Fashion-MNIST training images) -> batch.pt
     equality     logits and gradients of every framework against snnlib (float32), firing rates
-    throughput   BPTT steps of several variants at one T, alternated in rounds (A B C A B C ...)
+    throughput   BPTT steps of several variants at one T, alternated in rounds (A B C C B A ...)
     memory       peak RSS and saved bytes of one step of one variant at one T (fresh process)
     ottt         OTTT: equality, alternated throughput at one T, saved bytes per step
     methods      saved-activation memory against T for every snnlib training method
@@ -12,7 +12,6 @@ A peer that fails to import is reported in the result (``unavailable``) and skip
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import time
 import traceback
@@ -20,10 +19,18 @@ from pathlib import Path
 
 import torch
 
+from ..data import get_dataset
+from ..experiments.config import load_config
+from ..methods import build_method
+from ..metrics import FiringRateMonitor, SavedTensorTracker
+from ..metrics.memory import peak_rss_bytes
+from ..metrics.timing import alternate, current_rss_bytes
+from ..paths import ROOT
+from ..studies.measure import memory_vs_T
 from .equilibrium import nested
 from .nets import DIFFERENCES, build, loss_of, spec_with
+from .ottt import make_ottt
 from .steps import make_trainer
-from .timing import current_rss_bytes, gflops_probe, timed
 
 
 def _spec(args) -> dict:
@@ -54,7 +61,6 @@ def prepare(args) -> dict:
     """The first ``batch_size`` Fashion-MNIST training images (normalised), else random images."""
     n = args["batch_size"]
     try:
-        from ..data import get_dataset
         ds = get_dataset("fashion_mnist", "train")
         items = [ds[i] for i in range(n)]
         x = torch.stack([xi for xi, _ in items])
@@ -71,7 +77,6 @@ def prepare(args) -> dict:
 
 def equality(args) -> dict:
     """Same seeded weights, same batch: max |logit difference| and gradient relative errors vs snnlib."""
-    from ..metrics import FiringRateMonitor
     spec, T = _spec(args), args["T"]
     x, y = _batch(args)
     xs = x.unsqueeze(0).expand(T, *x.shape)
@@ -107,7 +112,7 @@ def equality(args) -> dict:
 
 
 def _alternate(makers: dict, x, y, args, device) -> dict:
-    """Build every variant, warm up, then ``rounds`` x (each variant: ``steps`` timed steps)."""
+    """Build every variant (a failing one is reported, not timed), then ``metrics.timing.alternate``."""
     torch.manual_seed(args.get("seed", 0))
     trainers, unavailable = {}, {}
     for name, make in makers.items():
@@ -115,20 +120,9 @@ def _alternate(makers: dict, x, y, args, device) -> dict:
             trainers[name] = make()
         except Exception as e:  # noqa: BLE001
             unavailable[name] = _error(e)
-    probe_before = gflops_probe(device=device)
-    for t in trainers.values():
-        for _ in range(args["warmup"]):
-            t.step(x, y)
-    rounds = []
-    for _ in range(args["rounds"]):
-        r = {}
-        for name, t in trainers.items():
-            m = timed(lambda t=t: t.step(x, y), args["steps_per_round"], device)
-            r[name] = {"wall_s": statistics.median(w for w, _ in m), "cpu_s": statistics.median(c for _, c in m),
-                       "wall_all": [w for w, _ in m]}
-        rounds.append(r)
-    return {"rounds": rounds, "unavailable": unavailable, "gflops_before": probe_before,
-            "gflops_after": gflops_probe(device=device), "threads": torch.get_num_threads(), "device": str(device)}
+    fns = {name: (lambda t=t: t.step(x, y)) for name, t in trainers.items()}
+    res = alternate(fns, rounds=args["rounds"], reps=args["steps_per_round"], warmup=args["warmup"], device=device)
+    return {**res, "unavailable": unavailable}
 
 
 def throughput(args) -> dict:
@@ -147,13 +141,11 @@ def _on(trainer, device):
         trainer.net.to(device)
         trainer.opt = type(trainer.opt)(trainer.net.parameters(), **{"lr": trainer.opt.defaults["lr"]})
         if hasattr(trainer, "method"):
-            from ..methods import build_method
             trainer.method = build_method("bptt", trainer.net.net, T=trainer.T)
     return trainer
 
 
 def _saved_bytes(step, params) -> dict:
-    from ..metrics import SavedTensorTracker
     with SavedTensorTracker(exclude=params) as tr:
         step()
     return tr.summary()
@@ -161,11 +153,9 @@ def _saved_bytes(step, params) -> dict:
 
 def memory(args) -> dict:
     """Fresh process: RSS before the step, peak RSS after one step and the bytes autograd saved in it."""
-    from ..metrics.memory import peak_rss_bytes
     spec, T, v = _spec(args), args["T"], args["variant"]
     x, y = _batch(args)
     if v.startswith(("snnlib_ottt", "spikingjelly_ottt")):
-        from .ottt import make_ottt
         tr = make_ottt(v, spec, T, args.get("seed", 0))
         params = tr.params()
     else:
@@ -184,7 +174,6 @@ def memory(args) -> dict:
 
 def ottt(args) -> dict:
     """OTTT variants at one T: gradients vs snnlib's ottt_a, alternated timing, saved bytes."""
-    from .ottt import make_ottt
     spec, T, device = _spec(args), args["T"], torch.device("cpu")
     x, y = _batch(args)
     out = {"T": T, "batch_size": len(y)}
@@ -219,16 +208,13 @@ def ottt(args) -> dict:
 
 def methods(args) -> dict:
     """``memory_vs_T`` of every configured snnlib method (saved activations, state and solver buffers)."""
-    from ..experiments.config import load_config
-    from ..experiments.measure import memory_vs_T
-    from ..paths import ROOT
     rows, failed = [], {}
     for method, entry in args["configs"].items():
         try:
             cfg = load_config(ROOT / "configs" / "runs" / f"{entry['config']}.yaml", nested(entry.get("set", {})))
             Ts = entry.get("Ts", args["Ts"])
             t0 = time.perf_counter()
-            for r in memory_vs_T(cfg, Ts, batch_size=args["batch_size"], seed=args.get("seed", 0)):
+            for r in memory_vs_T({method: cfg}, Ts, batch_size=args["batch_size"], seed=args.get("seed", 0)):
                 rows.append({**r, "method": method, "config": entry["config"], "overrides": entry.get("set", {})})
             rows[-1]["seconds"] = time.perf_counter() - t0
         except Exception as e:  # noqa: BLE001

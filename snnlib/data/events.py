@@ -16,11 +16,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import multiprocessing as mp
 import os
 import shutil
 import tempfile
 import warnings
 import zipfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from torch.utils.data import Dataset
 
 from . import locate
 from .convert import DEFAULT_CONFIG, ConvertedEvents, SaccadeConfig
+from .vision import load_mnist_like
 
 CACHE_FORMAT = 1
 
@@ -193,9 +196,6 @@ class EventFrameDataset(Dataset):
         if workers <= 1 or len(missing) <= chunk:
             self._compute(missing, chunk)
             return len(missing)
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
         global _PRECOMPUTING
         _PRECOMPUTING = self            # inherited by the forked workers, so the source is not pickled
         parts = [missing[k:k + chunk] for k in range(0, len(missing), chunk)]
@@ -414,8 +414,6 @@ def load_fashion_mnist_dvs(split: str, *, T: int, root=None, download=None, conv
     """CONVERTED Fashion-MNIST frames (simulated saccade events, see :mod:`snnlib.data.convert`):
     x float32 [T, 2, 34, 34] event counts, y int. Conversion happens on first use of each image
     (``ds.precompute()`` converts a whole split in batches)."""
-    from .vision import load_mnist_like
-
     static = load_mnist_like("fashion_mnist", split, mean=False, root=root, download=download)
     source = ConvertedEvents(static.images[:, 0].numpy(), static.labels.numpy(), seed=convert_seed,
                              config=config, description=EVENT_SPECS["fashion_mnist_dvs"].description)

@@ -25,6 +25,8 @@ class StaticSpec:
     channels: int
     size: tuple[int, int]
     num_classes: int
+    num_train: int
+    num_test: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
     crop_padding: int        # random-crop padding (px) when augmenting
@@ -39,24 +41,24 @@ TINY_MEAN, TINY_STD = (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262)
 
 STATIC_SPECS = {
     "fashion_mnist": StaticSpec(
-        1, (28, 28), 10, MNIST_MEAN, MNIST_STD, 2, False, False,
+        1, (28, 28), 10, 60000, 10000, MNIST_MEAN, MNIST_STD, 2, False, False,
         "Fashion-MNIST: 28x28 grayscale clothing images, 60000 train / 10000 test. Normalised with the "
         "MNIST statistics (0.1307, 0.3081) as the IDE papers do; pass mean/std to change. "
         "augment=True means random crop with 2 px padding (no flips)."),
     "mnist": StaticSpec(
-        1, (28, 28), 10, MNIST_MEAN, MNIST_STD, 2, False, False,
+        1, (28, 28), 10, 60000, 10000, MNIST_MEAN, MNIST_STD, 2, False, False,
         "MNIST: 28x28 grayscale digits, 60000 train / 10000 test. augment=True means random crop with "
         "2 px padding (no flips)."),
     "cifar10": StaticSpec(
-        3, (32, 32), 10, CIFAR_MEAN, CIFAR_STD, 4, True, True,
+        3, (32, 32), 10, 50000, 10000, CIFAR_MEAN, CIFAR_STD, 4, True, True,
         "CIFAR-10: 32x32 RGB, 50000 train / 10000 test. Train augmentation: random crop (4 px padding) "
         "+ horizontal flip."),
     "cifar100": StaticSpec(
-        3, (32, 32), 100, CIFAR_MEAN, CIFAR_STD, 4, True, True,
+        3, (32, 32), 100, 50000, 10000, CIFAR_MEAN, CIFAR_STD, 4, True, True,
         "CIFAR-100 (fine labels): 32x32 RGB, 50000 train / 10000 test. Normalised with the CIFAR-10 "
         "statistics as the IDE code does. Train augmentation: random crop (4 px padding) + flip."),
     "tinyimagenet": StaticSpec(
-        3, (64, 64), 200, TINY_MEAN, TINY_STD, 4, True, True,
+        3, (64, 64), 200, 100000, 10000, TINY_MEAN, TINY_STD, 4, True, True,
         "Tiny ImageNet: 64x64 RGB, 200 classes, 100000 train / 10000 val (used as the test split). "
         "Read lazily from JPEG/PNG files. Train augmentation: random crop (4 px padding) + flip."),
 }

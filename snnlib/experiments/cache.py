@@ -1,4 +1,5 @@
-"""Memoised measurements: compute once per (name, params, code version), store as JSON.
+"""Memoised measurements: compute once per (name, params, code version), store as JSON (the code
+version is left out where the results folder keeps records across versions: the full scale).
 
 Notebooks wrap every costly measurement (gradient checks, memory sweeps, timings) in
 ``memo`` so that a re-run or a resumed ``make reproduce`` reuses finished results.
@@ -11,11 +12,11 @@ from pathlib import Path
 from ..paths import results_dir
 from .config import canonical_json
 from .io import read_json, write_json
-from .provenance import code_version
+from .provenance import code_version, key_code_version
 
 
 def memo_path(name: str, params: dict | None = None) -> Path:
-    key = hashlib.sha256(canonical_json({"name": name, "params": params or {}, "code": code_version()}).encode())
+    key = hashlib.sha256(canonical_json({"name": name, "params": params or {}, "code": key_code_version()}).encode())
     return results_dir() / "cache" / f"{name}-{key.hexdigest()[:12]}.json"
 
 

@@ -8,13 +8,15 @@ key is an error that names it and suggests the closest valid key. ``model`` and
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import json
 import math
 from pathlib import Path
 
 import yaml
+
+from ..errors import ConfigError, suggest
+from .provenance import key_code_version
 
 DEFAULTS: dict = {
     "name": None,              # label for the run folder
@@ -59,15 +61,6 @@ SCHEDULES = ("constant", "cosine", "step")  # the names snnlib.train.setup.lr_at
 MAX_SEED = 2**63 - 1
 SECTION_EXAMPLE = {"data": "batch_size", "optim": "lr", "schedule": "name", "model": "name",
                    "method_args": "<argument>"}
-
-
-class ConfigError(ValueError):
-    """A config key or value that cannot be used."""
-
-
-def suggest(name: str, choices) -> str:
-    close = difflib.get_close_matches(str(name), list(choices), n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def _check_keys(given: dict, allowed: dict, where: str) -> None:
@@ -285,8 +278,8 @@ def canonical_json(obj) -> str:
 
 
 def config_hash(cfg: dict, code_version: str | None = None) -> str:
-    """Hash of the resolved config and the code version (12 hex digits)."""
-    from .provenance import code_version as cv
+    """Hash of the resolved config and the code version (12 hex digits; the code version is left out
+    in a results folder whose records outlive code versions, ``provenance.key_code_version``)."""
     cfg = {k: v for k, v in cfg.items() if k != "protocol"}   # documentation only
-    payload = canonical_json({"config": cfg, "code": code_version or cv()})
+    payload = canonical_json({"config": cfg, "code": code_version or key_code_version()})
     return hashlib.sha256(payload.encode()).hexdigest()[:12]

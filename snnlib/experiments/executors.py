@@ -32,7 +32,6 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..__main__ import main as cli_main
 from ..paths import ROOT
 from .config import ConfigError, config_hash, load_config, load_yaml, suggest
 from .io import jsonable, read_json, write_json, write_text
@@ -145,16 +144,14 @@ def slurm_parameters(settings: ClusterSettings, job_name: str = "snnlib") -> dic
 
 
 class TrainJob:
-    """What a submitit job runs: one training run; requeued on preemption or timeout (it resumes)."""
+    """What a submitit job runs: ``python -m snnlib train`` on one run (under torchrun when it has several
+    GPUs) in a child process; requeued on preemption or timeout (the run resumes from its checkpoint)."""
 
     def __call__(self, cfg_path: str, run_dir: str, nproc: int = 1) -> str:
-        if nproc > 1:
-            subprocess.run(train_command(cfg_path, run_dir, nproc), check=True)
-        else:
-            argv = ["train", str(cfg_path), "--quiet", "--run-dir", str(run_dir)]
-            code = cli_main(argv)
-            if code:
-                raise RuntimeError(f"python -m snnlib {' '.join(argv)} exited with code {code} (message above)")
+        cmd = train_command(cfg_path, run_dir, nproc)
+        code = subprocess.run(cmd).returncode
+        if code:
+            raise RuntimeError(f"{' '.join(cmd)} exited with code {code} (message above)")
         return str(run_dir)
 
     def checkpoint(self, *args, **kwargs):

@@ -1,6 +1,8 @@
 """Figure helpers: one seaborn style; every figure saved as PNG and PDF under figures/."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import seaborn as sns
 
@@ -39,7 +41,6 @@ def _show_saved(fig, png: str) -> None:
     if shell is None or getattr(shell, "kernel", None) is None:
         return
     from IPython.display import Image, display
-    from pathlib import Path
     data = Path(png).read_bytes()
     dpi = plt.rcParams["savefig.dpi"]
     scale = fig.dpi / dpi if isinstance(dpi, (int, float)) and dpi > 0 else 1.0

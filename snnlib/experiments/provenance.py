@@ -9,7 +9,10 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from ..paths import ROOT
+import torch
+import yaml
+
+from ..paths import ROOT, results_dir
 
 PACKAGES = ("torch", "torchvision", "numpy", "tonic", "papermill", "nbval", "pandas", "seaborn")
 
@@ -23,6 +26,29 @@ def code_version() -> str:
         h.update(str(p.relative_to(pkg)).encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:12]
+
+
+#: a results folder holding this file keeps its records valid across code versions (see ``key_code_version``)
+STORE_FILE = "STORE.yaml"
+
+
+def key_code_version() -> str:
+    """The code version that run hashes and memo keys include: ``code_version()``, or ``"any"`` when
+    the results folder's ``STORE.yaml`` says ``keys_include_code: false``.
+
+    The full scale keeps its records in the repository (``figures/full/results``) and is run in
+    pieces, on different days and machines: a finished run stays finished when the library changes,
+    and each record still states the code version that made it (``result.json: code_version``).
+    """
+    store = results_dir() / STORE_FILE
+    if store.is_file():
+        with open(store) as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict) or not isinstance(data.get("keys_include_code", True), bool):
+            raise ValueError(f"{store}: expected a mapping with a boolean 'keys_include_code'")
+        if not data.get("keys_include_code", True):
+            return "any"
+    return code_version()
 
 
 def git_commit() -> str | None:
@@ -48,7 +74,6 @@ def package_versions() -> dict:
 
 
 def machine() -> dict:
-    import torch
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:

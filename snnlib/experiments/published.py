@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+from ..errors import suggest
 from ..paths import ROOT
 from .config import load_yaml
 
@@ -24,6 +25,5 @@ def published(key: str) -> dict:
     ``ide.fmnist.f400.if.T5``; see configs/published/."""
     t = _table()
     if key not in t:
-        from .config import suggest
         raise KeyError(f"no published number {key!r}.{suggest(key, t)}")
     return t[key]

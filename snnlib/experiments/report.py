@@ -8,7 +8,7 @@ from pathlib import Path
 from ..paths import ROOT, figures_dir
 from .claims import load_claims, verdict_of
 from .verdict import FAILS, HOLDS, INCONCLUSIVE
-from .io import write_text
+from .io import read_json, write_json, write_text
 from .provenance import git_commit, machine
 
 #: claim-id prefix -> paper heading, in report order
@@ -70,8 +70,13 @@ def verdict_counts(claims: list[dict]) -> str:
     return text + (f" ({', '.join(rest)})" if rest else "") + "."
 
 
+#: the scale whose budgets are made to decide what the one-hour cpu scale leaves open
+DECIDING_SCALE = "full"
+
+
 def _verdict_cell(c: dict) -> str:
-    """The verdict, bold unless it holds; the interval, seeds and budget when it was judged."""
+    """The verdict, bold unless it holds; the interval, seeds and budget when it was judged; an
+    inconclusive verdict below the full scale points to it."""
     v = verdict_of(c)
     text = v if v == HOLDS else f"**{v}**"
     if c.get("kind") == "correctness":
@@ -82,6 +87,8 @@ def _verdict_cell(c: dict) -> str:
         ci = c["interval"]
         ci_text = f"95% CI [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "no interval"
         text += f" ({c['statistic']} {_fmt(c['measured'].get('value'))}, {ci_text}, {c['n_seeds']} seeds; {c['budget']})"
+    if v == INCONCLUSIVE and c.get("scale") in ("smoke", "cpu"):
+        text += f"; the `{DECIDING_SCALE}` scale (5 seeds, the whole split) is made to decide it"
     return text
 
 
@@ -119,6 +126,54 @@ def figure_links(scale: str) -> str:
     return ("\n## Figures\n\n" + "\n".join(out) + "\n") if out else ""
 
 
+def paper_counts(claims: list[dict]) -> dict[str, dict[str, int]]:
+    """Per paper (claim-id prefix): how many claims hold, do not hold, are inconclusive."""
+    out: dict[str, dict[str, int]] = {}
+    for c in claims:
+        row = out.setdefault(c["id"].split(".", 1)[0], {HOLDS: 0, FAILS: 0, INCONCLUSIVE: 0})
+        row[verdict_of(c)] += 1
+    return out
+
+
+#: the committed scales whose verdict counts the README shows side by side
+README_SCALES = ("cpu", "full")
+README_BEGIN, README_END = "<!-- verdicts:begin -->", "<!-- verdicts:end -->"
+
+
+def verdict_table(counts: dict[str, dict]) -> str:
+    """Markdown: one row per paper, holds / does not hold / inconclusive per scale (``counts``: scale ->
+    ``{"papers": paper_counts, "date", "commit"}``); a scale without a report shows "not run yet"."""
+    scales = [s for s in README_SCALES]
+    head = "| paper | " + " | ".join(f"{s}: holds / does not hold / inconclusive" for s in scales) + " |"
+    out = [head, "|---|" + "---|" * len(scales)]
+    keys = [k for k in PAPERS if any(k in counts.get(s, {}).get("papers", {}) for s in scales)]
+    for k in keys:
+        cells = []
+        for s in scales:
+            row = counts.get(s, {}).get("papers", {}).get(k)
+            cells.append(f"{row[HOLDS]} / {row[FAILS]} / {row[INCONCLUSIVE]}" if row else "–")
+        out.append(f"| {PAPERS[k]} | " + " | ".join(cells) + " |")
+    notes = [f"{s}: " + (f"{counts[s]['date']}, commit `{counts[s]['commit']}`" if s in counts else "not run yet")
+             for s in scales]
+    return "\n".join(out) + "\n\n(" + "; ".join(notes) + ")\n"
+
+
+def update_verdict_summary(scale: str, claims: list[dict], date: str) -> None:
+    """Record ``scale``'s counts in ``figures/verdicts.json`` and rewrite the README's verdict table
+    (between its markers) when the figures are the repository's own."""
+    if scale not in README_SCALES or figures_dir("cpu").resolve() != (ROOT / "figures").resolve():
+        return
+    store = ROOT / "figures" / "verdicts.json"
+    counts = read_json(store) if store.exists() else {}
+    counts[scale] = {"papers": paper_counts(claims), "date": date, "commit": git_commit() or "unknown"}
+    write_json(store, counts)
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if README_BEGIN in text and README_END in text:
+        a, b = text.index(README_BEGIN) + len(README_BEGIN), text.index(README_END)
+        write_text(readme, text[:a] + "\n" + verdict_table(counts) + text[b:])
+
+
 def write_report(scale: str, *, extra: str = "") -> Path:
     """Write ``REPORT.md`` for ``scale`` from every notebook's claims ledger and the figures on disk;
     returns its path."""
@@ -142,4 +197,5 @@ def write_report(scale: str, *, extra: str = "") -> Path:
     summary = f"**At {scale} scale: {verdict_counts(claims)}**\n"
     figs = figure_links(scale)
     write_text(path, "\n".join(head) + summary + "\n" + extra + body + figs)
+    update_verdict_summary(scale, claims, date)
     return path

@@ -35,17 +35,25 @@ from .publish import publish_notebooks
 from .report import write_report
 
 #: rough minutes per notebook at cpu scale, for the first estimate before any run is timed
-FIRST_GUESS_MIN = {"smoke": 1.0, "cpu": 10.0, "paper": 600.0}
+FIRST_GUESS_MIN = {"smoke": 1.0, "cpu": 10.0, "full": 60.0, "paper": 600.0}
+#: where each scale keeps its results when $SNNLIB_RESULTS is not set (None: ``results/``). The full
+#: scale's records are committed (checkpoints aside) so that a later run continues where one stopped.
+RESULTS_OF_SCALE = {"full": ROOT / "figures" / "full" / "results"}
 #: notebooks named ``NN_<...>_summary`` read every earlier notebook's results
 SUMMARY_SUFFIX = "_summary"
 #: parameters that name run configs the notebook only inspects (parameter counts), never trains
 INSPECT_ONLY = {"04_min_latency": ("PAPER_RUNS",)}
 #: a notebook parameter that, when true, makes the notebook train every ``RUNS.glob("...")`` of its code
 GLOB_SWITCH = "PAPER_CONFIGS"
+STUDY_BATCH_DEFAULT = "fashion_mnist"       # ``Study.batch``'s default dataset
 
 _YAML_LITERAL = re.compile(r"""["']([\w./-]+\.yaml)["']""")
 _GLOB_LITERAL = re.compile(r"""\.glob\(\s*["']([\w.*?/-]+\.yaml)["']""")
 _GET_DATASET = re.compile(r"""get_dataset\(\s*["'](\w+)["']""")
+_STUDY_CONFIG = re.compile(r"""\bnb\.config\(\s*["']([\w-]+)["']""")     # Study.config("<run config>", ...)
+_STUDY_BATCH = re.compile(r"""\bnb\.batch\(([^)]*)\)""")                  # Study.batch(n, dataset="...")
+_STUDY_IMPORT = re.compile(r"""^\s*(?:from\s+snnlib\.studies\s+import\s+(\w+)|import\s+snnlib\.studies\.(\w+))""", re.M)
+_DATASET_KW = re.compile(r"""dataset\s*=\s*["'](\w+)["']""")
 
 
 def configs_dir() -> Path:
@@ -141,13 +149,23 @@ def needed_datasets(nb: str, scale: str) -> set[str]:
             for s in _strings(value):
                 add(s)
     code = "\n".join(src for is_params, src in _code_cells(nb) if not is_params)
-    for ref in _YAML_LITERAL.findall(code):
+    for ref in _YAML_LITERAL.findall(code) + _STUDY_CONFIG.findall(code):
         add(ref)
     out.update(n for n in _GET_DATASET.findall(code) if n in known)
+    for args in _STUDY_BATCH.findall(code):
+        m = _DATASET_KW.search(args)
+        add(m.group(1) if m else STUDY_BATCH_DEFAULT)
     if params.get(GLOB_SWITCH):
-        for pattern in _GLOB_LITERAL.findall(code):
+        for pattern in _GLOB_LITERAL.findall(code + "\n" + _study_sources(code)):
             out.update(_data_name(p) for p in sorted((configs_dir() / "runs").glob(pattern)))
     return out
+
+
+def _study_sources(code: str) -> str:
+    """Source of the ``snnlib.studies`` modules a notebook's ``code`` imports (where its config globs live)."""
+    root = Path(__file__).resolve().parent.parent / "studies"
+    names = {a or b for a, b in _STUDY_IMPORT.findall(code)} - {"Study"}
+    return "\n".join((root / f"{n}.py").read_text() for n in sorted(names) if (root / f"{n}.py").is_file())
 
 
 def scale_datasets(scale: str, nbs: list[str] | None = None) -> dict[str, list[str]]:
@@ -240,17 +258,45 @@ def check_data(scale: str, nbs: list[str]) -> None:
                           f"snnlib data --scale {scale}) installs what it can.") from None
 
 
+def wall_times_markdown(scale: str) -> str:
+    """Each notebook's wall time at its last execution at ``scale`` and their sum (minutes)."""
+    times = {n: d["seconds"] / 60 for n in notebooks() if (d := _done(n, scale)) and "seconds" in d}
+    if not times:
+        return ""
+    parts = ", ".join(f"`{n}` {m:.1f}" for n, m in times.items())
+    return (f"Wall time of the last execution of each notebook (min, this machine): {parts}; "
+            f"**total {sum(times.values()):.1f} min** (runs loaded from earlier executions cost no time here).\n\n")
+
+
+def code_versions_markdown() -> str:
+    """The code versions that made the run records of the results folder (several when the records
+    outlive code versions: the full scale, run in pieces)."""
+    versions: dict[str, int] = {}
+    for p in sorted((results_dir() / "runs").glob("*/result.json")):
+        try:
+            v = read_json(p).get("code_version", "unknown")
+        except (OSError, ValueError):
+            continue
+        versions[v] = versions.get(v, 0) + 1
+    if len(versions) <= 1:
+        return ""
+    listed = ", ".join(f"`{v}` ({n} runs)" for v, n in sorted(versions.items(), key=lambda kv: -kv[1]))
+    return f"Run records made by {len(versions)} code versions of the library: {listed}.\n\n"
+
+
 def status_markdown(scale: str) -> str:
-    """The report's note on which notebooks are current at ``scale``."""
+    """The report's note on which notebooks are current at ``scale``, their wall times and, when the
+    records come from several code versions, which."""
     nbs = notebooks()
     behind = stale(nbs, scale)
+    tail = wall_times_markdown(scale) + code_versions_markdown()
     if not behind:
         return (f"All {len(nbs)} notebooks are current at {scale} scale: each last ran with its present source, "
-                "parameters and library code, and the claims below are theirs.\n\n")
+                "parameters and library code, and the claims below are theirs.\n\n") + tail
     why = [f"`{n}` ({'never ran' if _done(n, scale) is None else 'changed since it ran'})" for n in behind]
     return (f"**Incomplete: {len(behind)} of {len(nbs)} notebooks are not current at {scale} scale**: "
             f"{', '.join(why)}. Their claims below are missing or from an earlier run; "
-            f"`make reproduce SCALE={scale}` brings them up to date.\n\n")
+            f"`make reproduce SCALE={scale}` brings them up to date.\n\n") + tail
 
 
 def report(scale: str) -> Path:
@@ -263,6 +309,8 @@ def reproduce(scale: str = "cpu", only: list[str] | None = None, *, log_output: 
     estimate), and write the report, also when a notebook fails."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {SCALES}")
+    if scale in RESULTS_OF_SCALE and not os.environ.get("SNNLIB_RESULTS"):
+        os.environ["SNNLIB_RESULTS"] = str(RESULTS_OF_SCALE[scale])     # the kernels inherit it
     nbs = notebooks()
     if only:
         unknown = set(only) - set(nbs)

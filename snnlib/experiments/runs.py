@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from ..paths import results_dir
+from ..train import train
 from .config import config_hash, load_yaml, resolve
 from .executors import executor_name, submit_runs
 from .io import read_json
@@ -29,7 +30,6 @@ def is_done(cfg: dict) -> bool:
 
 def run(cfg, overrides: dict | None = None, *, progress: bool = True, force: bool = False) -> dict:
     """Train (or load) one run. ``cfg`` is a dict or a YAML path."""
-    from ..train import train   # late import: the trainer imports the whole library
     if isinstance(cfg, (str, Path)):
         cfg = load_yaml(cfg)
     cfg = resolve(cfg, overrides)

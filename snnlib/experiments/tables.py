@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..paths import results_dir
-from .io import read_json
+from .io import write_text
 
 EPOCH_METRICS = ("train_loss", "train_acc", "test_acc", "test_loss", "time_per_batch_s", "mean_firing_rate")
 FINAL_MEMORY = ("saved_peak_bytes", "state_bytes", "solver_bytes", "total_bytes")
@@ -31,11 +31,6 @@ def tidy(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def all_records() -> list[dict]:
-    """Every finished run record under ``results/runs``."""
-    return [read_json(p) for p in sorted((results_dir() / "runs").glob("*/result.json"))]
-
-
 def final(df: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
     """The last epoch's value of ``metric`` per run."""
     d = df[df.metric == metric]
@@ -43,16 +38,9 @@ def final(df: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
     return d.loc[idx].reset_index(drop=True)
 
 
-def mean_sd(df: pd.DataFrame, by=("name",), metric: str = "test_acc") -> pd.DataFrame:
-    """Mean, standard deviation and count over seeds of the final ``metric``."""
-    f = final(df, metric)
-    return f.groupby(list(by))["value"].agg(["mean", "std", "count"]).reset_index()
-
-
 def save_runs(records: list[dict], notebook: str, scale: str, *, append: bool = True) -> pd.DataFrame:
     """Write the tidy table of a notebook's runs to ``results/<notebook>/<scale>/runs.csv``
     (merged with what the notebook saved before unless ``append=False``); ``05_summary`` reads them all."""
-    from .io import write_text
     path = results_dir() / notebook / scale / "runs.csv"
     df = tidy(records)
     df.insert(0, "notebook", notebook)

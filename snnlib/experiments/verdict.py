@@ -154,3 +154,24 @@ def decide_value(value: float, threshold: float, direction: str = ">=") -> Verdi
     value = _values([value], "decide_value")[0]
     v = _side(value, value, threshold, direction)
     return Verdict(v, "deterministic", value, None, 1, 1.0, f"value {direction} {threshold:g} (deterministic)")
+
+
+def decide_all(parts) -> Verdict:
+    """One verdict for a claim made of several parts (a dict name -> Verdict, or a sequence).
+
+    ``holds`` when every part holds, ``does not hold`` when any part does not, ``inconclusive``
+    otherwise. The statistic, estimate and interval are those of the first part whose verdict is
+    the claim's; every part is kept in ``extra["parts"]``.
+    """
+    named = dict(parts) if isinstance(parts, dict) else {str(i + 1): v for i, v in enumerate(parts)}
+    if not named:
+        raise ValueError("decide_all needs at least one part")
+    for name, v in named.items():
+        if not isinstance(v, Verdict):
+            raise TypeError(f"part {name!r} is a {type(v).__name__}, not a Verdict")
+    kinds = [v.verdict for v in named.values()]
+    verdict = FAILS if FAILS in kinds else HOLDS if all(k == HOLDS for k in kinds) else INCONCLUSIVE
+    d = next(v for v in named.values() if v.verdict == verdict)
+    rule = "; ".join(f"{n}: {v.rule}" for n, v in named.items())
+    return Verdict(verdict, d.statistic, d.estimate, d.interval, d.n, d.confidence, rule,
+                   {"parts": {n: v.as_dict() for n, v in named.items()}})

@@ -4,8 +4,8 @@ The network (``min_latency``) does its intra-step recurrence over windows itself
 is ordinary supervised training at T = 1. ``T > 1`` averages the logits of T independent passes
 (fresh stochastic encodings each): the same backbone run for T steps, as a rate-coded baseline.
 
-Also here: ``load_trained`` (a finished run's model from its checkpoint) and ``evaluate_seeds``
-(test accuracy under several evaluation seeds, since the encoding is stochastic).
+A finished run reloaded, evaluated under several seeds and its energy counted:
+``snnlib.studies.measure`` (``load_trained``, ``evaluate_seeds``, ``energy_of_run``).
 """
 from __future__ import annotations
 
@@ -64,58 +64,3 @@ class SingleStep(Method):
         probes = self.net.probes() if hasattr(self.net, "probes") else None
         return FiringRateMonitor(self.net, modules=probes or None)
 
-
-def load_trained(record: dict, device="cpu"):
-    """(model, method, cfg) of a finished run: built from ``record['config']`` and loaded from its
-    checkpoint (``weights_only=True``), in eval mode."""
-    from ..experiments.io import load_torch
-    from ..experiments.runs import run_dir_for
-    from ..train import build
-    cfg = record["config"]
-    path = run_dir_for(cfg) / "checkpoint.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint for run {cfg.get('name')!r} at {path}; train it with run(cfg) first")
-    model, method = build(cfg, device)
-    model.load_state_dict(load_torch(path, map_location=device)["model"])
-    model.eval()
-    return model, method, cfg
-
-
-def evaluate_seeds(record: dict, seeds, *, test_subset: int | None = None, device="cpu") -> list[dict]:
-    """Test accuracy of a finished run under each evaluation seed: [{'eval_seed', 'test_acc'}].
-
-    ``test_subset``: evaluate on a seeded subset of the test set (None: the run's own test set).
-    """
-    from ..train.trainer import DTYPES, build_data, evaluate
-    model, method, cfg = load_trained(record, device)
-    cfg = {**cfg, "data": {**cfg["data"], "test_subset": test_subset if test_subset else cfg["data"]["test_subset"]}}
-    _, test = build_data(cfg)
-    out = []
-    for s in seeds:
-        ev = evaluate(method, test, {**cfg, "eval_seed": int(s)}, torch.device(device), DTYPES[cfg["dtype"]])
-        out.append({"eval_seed": int(s), "test_acc": ev["test_acc"]})
-    return out
-
-
-def energy_of_run(record: dict, *, samples: int = 256, eval_seed: int | None = None, T: int | None = None,
-                  part_fn=None, device="cpu") -> dict:
-    """Counted operations and energy per sample of a finished run on ``samples`` test images.
-
-    Works for any method (the BPTT baselines too): the method's own ``predict`` runs under an
-    ``EnergyCounter``. ``T`` overrides the method's number of steps/passes (e.g. the same T = 1
-    backbone run for T passes). Returns {'table': [rows], 'summary': {...}, 'samples', 'T'}.
-    """
-    from ..metrics.energy import EnergyCounter
-    from ..train.trainer import DTYPES, build_data
-    from ..data.loader import make_loader
-    model, method, cfg = load_trained(record, device)
-    if T is not None:
-        method.T = int(T)
-    _, test = build_data({**cfg, "data": {**cfg["data"], "test_subset": samples}})
-    x, _ = next(iter(make_loader(test, samples, shuffle=False)))
-    x = x.to(device=device, dtype=DTYPES[cfg["dtype"]])
-    with torch.random.fork_rng(devices=[]), EnergyCounter(model, part_fn) as ec:
-        torch.manual_seed(cfg["eval_seed"] if eval_seed is None else eval_seed)
-        method.predict(x)
-    n = x.shape[0]
-    return {"table": ec.table(n).to_dict("records"), "summary": ec.summary(n), "samples": n, "T": method.T}

@@ -18,10 +18,11 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from .hooks import ModuleHooks, modules_of
 from .ops import E_AC_PJ, E_MAC_PJ, OpCounter, is_spike_tensor
 
 
-class EnergyCounter:
+class EnergyCounter(ModuleHooks):
     """Context manager: per-layer MACs/SOPs of every Conv, Linear and LSTM call inside it.
 
     Args:
@@ -31,50 +32,46 @@ class EnergyCounter:
     """
 
     def __init__(self, model: nn.Module, part_fn=None):
+        super().__init__(modules_of(model, nn.LSTM))
         self.model = model
         self.part_fn = part_fn or (lambda n: n)
         self.ops = OpCounter(model)
         self.lstm = defaultdict(lambda: {"calls": 0, "macs": 0, "sops": 0, "spike_input": True,
                                          "input_elems": 0, "input_nonzero": 0})
-        self._handles = []
 
-    def _lstm_hook(self, name):
-        def hook(module, inputs, output):
-            x = inputs[0].detach()
-            if not module.batch_first:
-                x = x.transpose(0, 1)
-            N, L, Cin = x.shape
-            H, dirs = module.hidden_size, 2 if module.bidirectional else 1
-            if module.num_layers != 1:
-                raise NotImplementedError("EnergyCounter counts single-layer LSTMs only")
-            ih, hh = self.lstm[f"{name}.ih"], self.lstm[f"{name}.hh"]
-            spike = is_spike_tensor(x)
-            nz = int((x != 0).sum().item())
-            ih["calls"] += 1
-            ih["macs"] += N * L * 4 * H * Cin * dirs
-            ih["spike_input"] = ih["spike_input"] and spike
-            ih["input_elems"] += x.numel()
-            ih["input_nonzero"] += nz
-            if spike:
-                ih["sops"] += nz * 4 * H * dirs
-            hh["calls"] += 1
-            hh["macs"] += N * L * 4 * H * H * dirs
-            hh["spike_input"] = False
-        return hook
+    def record(self, name, module, inputs, output):
+        x = inputs[0].detach()
+        if not module.batch_first:
+            x = x.transpose(0, 1)
+        N, L, Cin = x.shape
+        H, dirs = module.hidden_size, 2 if module.bidirectional else 1
+        if module.num_layers != 1:
+            raise NotImplementedError("EnergyCounter counts single-layer LSTMs only")
+        ih, hh = self.lstm[f"{name}.ih"], self.lstm[f"{name}.hh"]
+        spike = is_spike_tensor(x)
+        nz = int((x != 0).sum().item())
+        ih["calls"] += 1
+        ih["macs"] += N * L * 4 * H * Cin * dirs
+        ih["spike_input"] = ih["spike_input"] and spike
+        ih["input_elems"] += x.numel()
+        ih["input_nonzero"] += nz
+        if spike:
+            ih["sops"] += nz * 4 * H * dirs
+        hh["calls"] += 1
+        hh["macs"] += N * L * 4 * H * H * dirs
+        hh["spike_input"] = False
 
     def __enter__(self):
         self.ops.__enter__()
-        for name, m in self.model.named_modules():
-            if isinstance(m, nn.LSTM):
-                self._handles.append(m.register_forward_hook(self._lstm_hook(name)))
-        return self
+        try:
+            return super().__enter__()
+        except BaseException:
+            self.ops.__exit__()
+            raise
 
     def __exit__(self, *exc):
-        self.ops.__exit__(*exc)
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-        return False
+        super().__exit__(*exc)
+        return self.ops.__exit__(*exc)
 
     def table(self, batch_size: int):
         """Per-sample counts per layer: macs (dense), sops, input_rate, part, snn_pj, ann_pj."""

@@ -14,6 +14,8 @@ import weakref
 
 import torch
 
+from ..neurons import state_bytes
+
 
 class _Saved:
     """Wrapper that autograd keeps in place of a saved tensor; tells the tracker when freed."""
@@ -119,7 +121,6 @@ def step_memory(method, x, y) -> dict:
     reports (``extra_memory_bytes`` in its step statistics). ``total_bytes`` is their sum.
     The parameters are not updated.
     """
-    from ..neurons import state_bytes
     model = method.model
     params = list(model.parameters())
     opt = _NoStep(params)

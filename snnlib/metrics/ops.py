@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .hooks import ModuleHooks, modules_of
+
 E_AC_PJ = 0.9
 E_MAC_PJ = 4.6
 COUNTED = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
@@ -60,7 +62,7 @@ def layer_sops(module: nn.Module, x: torch.Tensor) -> int:
     raise TypeError(f"no SOP rule for {type(module).__name__}")
 
 
-class OpCounter:
+class OpCounter(ModuleHooks):
     """Context manager collecting per-layer MACs, SOPs and input firing rates.
 
     ``per_sample=True`` divides counts by the batch size (inputs are [B, ...] per call;
@@ -69,38 +71,24 @@ class OpCounter:
     """
 
     def __init__(self, model: nn.Module, batch_size: int | None = None):
+        super().__init__(modules_of(model, COUNTED))
         self.model = model
         self.batch_size = batch_size
         self.stats = defaultdict(lambda: {"calls": 0, "macs": 0, "sops": 0, "spike_input": True,
                                           "input_elems": 0, "input_nonzero": 0, "type": ""})
-        self._handles = []
 
-    def _hook(self, name):
-        def hook(module, inputs, output):
-            x = inputs[0]
-            st = self.stats[name]
-            st["type"] = type(module).__name__
-            st["calls"] += 1
-            st["macs"] += layer_macs(module, x, output)
-            spike = is_spike_tensor(x.detach())
-            st["spike_input"] = st["spike_input"] and spike
-            st["input_elems"] += x.numel()
-            st["input_nonzero"] += int((x != 0).sum().item())
-            if spike:
-                st["sops"] += layer_sops(module, x.detach())
-        return hook
-
-    def __enter__(self):
-        for name, m in self.model.named_modules():
-            if isinstance(m, COUNTED):
-                self._handles.append(m.register_forward_hook(self._hook(name)))
-        return self
-
-    def __exit__(self, *exc):
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-        return False
+    def record(self, name, module, inputs, output):
+        x = inputs[0]
+        st = self.stats[name]
+        st["type"] = type(module).__name__
+        st["calls"] += 1
+        st["macs"] += layer_macs(module, x, output)
+        spike = is_spike_tensor(x.detach())
+        st["spike_input"] = st["spike_input"] and spike
+        st["input_elems"] += x.numel()
+        st["input_nonzero"] += int((x != 0).sum().item())
+        if spike:
+            st["sops"] += layer_sops(module, x.detach())
 
     def table(self, batch_size: int | None = None):
         import pandas as pd

@@ -5,6 +5,9 @@
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from ..registry import Registry
 
 MODELS = Registry("model")
@@ -34,7 +37,10 @@ def build_model(spec: dict, info: dict | None = None):
 
 def _import_families():
     """Import every module of this package, so that each family registers its models."""
-    import importlib
-    import pkgutil
     for info in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{info.name}")
+
+
+def model_names() -> list[str]:
+    _import_families()
+    return MODELS.names()

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..layers.projection import get_projection
 from ..layers.windows import WindowGrid
-from ..neurons import Rectangle
+from ..neurons import Rectangle, lif_step
 
 LEAK = 0.4       # lambda of the reference's mem_update [ref-code]
 V_TH = 0.5       # fixed threshold [ref-code]
@@ -68,18 +68,20 @@ _SURROGATE = Rectangle(width=1.0)   # dH/du = 1 on |u - 0.5| < 0.5, i.e. u in (0
 
 def one_step_lif(current: torch.Tensor, carried, *, leak: float = LEAK, v_th: float = V_TH,
                  neuron: str = "lif") -> tuple[torch.Tensor, torch.Tensor]:
-    """One LIF step without reset: u = leak * carried + current; s = H(u - v_th).
+    """One LIF step without reset (``lif_step(reset="none")``): u = leak * carried + current;
+    s = H(u - v_th).
 
     ``carried`` is a tensor broadcastable to ``current`` or the number 0. The spike has the
     rectangle surrogate (width 1, so gradient 1 on u in (0, 1)). ``neuron='relu'`` returns
     relu(u) instead (the same-architecture ANN). Returns ``(s, u)``.
     """
-    u = current if (isinstance(carried, (int, float)) and carried == 0) else leak * carried + current
-    if neuron == "lif":
-        return _SURROGATE(u - v_th), u
-    if neuron == "relu":
-        return torch.relu(u), u
-    raise ValueError(f"unknown neuron {neuron!r}; choose one of {NEURONS}")
+    if neuron not in NEURONS:
+        raise ValueError(f"unknown neuron {neuron!r}; choose one of {NEURONS}")
+    if isinstance(carried, (int, float)) and carried == 0:
+        carried = 0.0
+    surrogate = _SURROGATE if neuron == "lif" else None   # the ANN does not use the spike: no autograd node
+    s, u = lif_step(current, carried, leak=leak, v_th=v_th, reset="none", surrogate=surrogate)
+    return (s if neuron == "lif" else torch.relu(u)), u
 
 
 class SpikeProbe(nn.Module):

@@ -1,8 +1,8 @@
 """Online training rules: OTTT (reference and lean formulations) and SAF, on one set of layers.
 
 See ``modes`` for the four execution modes, ``neuron.OnlineLIF`` and ``synapse.TraceSynapse``
-for the per-mode maths, ``export`` for LIF inference of trained weights and ``checks`` for the
-measurements notebook 03 reports (equivalence, gradients, drift, operation counts, memory, time).
+for the per-mode maths and ``export`` for LIF inference of trained weights. The measurements
+notebook 03 reports live in ``snnlib.studies.ottt_saf``.
 """
 from .export import LIFNetwork, export_lif, readout
 from .modes import MODES, ONLINE_MODES, get_mode, running, set_mode

@@ -1,6 +1,7 @@
-"""SAF against OTTT and LIF (the issue's "Done when" lines that hold exactly, in float64):
+"""The OTTT -> SAF study (snnlib.studies.ottt_saf), in float64 with fixed seeds:
 spike-for-spike forward equivalence, gradient equality with OTTT_A, halved forward operations,
-LIF inference of SAF weights, and the divergence of SAF-E from OTTT_O under per-step updates."""
+LIF inference of SAF weights, and the divergence of SAF-E from OTTT_O under per-step updates.
+Memory variants are run configs."""
 import copy
 
 import pytest
@@ -9,7 +10,8 @@ import torch
 from snnlib.methods import build_method
 from snnlib.models import build_model
 from snnlib.neurons import rate_normaliser, reset_net
-from snnlib.online import checks, export_lif, readout
+from snnlib.online import export_lif, readout
+from snnlib.studies import ottt_saf as study
 from snnlib.data.loader import time_sequence
 
 INFO = {"channels": 1, "size": (28, 28), "num_classes": 10}
@@ -42,7 +44,7 @@ def test_saf_spikes_and_gradients_equal_lif_and_ottt_a(case):
         net.train()                        # masks drawn from the same seed in every mode
     x, y = data()
     T = 5
-    res = checks.compare_spikes_and_grads(net, x, y, T)
+    res = study.compare_spikes_and_grads(net, x, y, T)
     spikes = res["spikes"]
     fired = sum(r["spikes"] for r in spikes if r["variant"] == "SAF")
     assert fired > 0.02 * sum(r["neurons"] for r in spikes if r["variant"] == "SAF")   # the net spikes
@@ -63,14 +65,14 @@ def test_saf_spikes_and_gradients_equal_lif_and_ottt_a(case):
 def test_forward_macs_of_saf_are_half_of_reference_ottt():
     net = model(name="online_vggf")
     x, _ = data(2)
-    ref = checks.forward_macs(net, x, 3, "ottt_reference")
-    saf = checks.forward_macs(net, x, 3, "saf")
-    lean = checks.forward_macs(net, x, 3, "ottt_lean")
+    ref = study.forward_macs(net, x, 3, "ottt_reference")
+    saf = study.forward_macs(net, x, 3, "saf")
+    lean = study.forward_macs(net, x, 3, "ottt_lean")
     assert set(ref) == {"blocks.0.synapse", "blocks.1.synapse", "head", "feedback"}
     for layer in ref:
         assert saf[layer] > 0 and saf[layer] * 2 == ref[layer] and lean[layer] == saf[layer]
     # the authors' code leaves the first conv unwrapped: 1x there, 2x on every other wrapped layer
-    raw = checks.forward_macs(net, x, 3, "ottt_reference", raw_input=True)
+    raw = study.forward_macs(net, x, 3, "ottt_reference", raw_input=True)
     assert raw["blocks.0.synapse"] == saf["blocks.0.synapse"] and raw["head"] == ref["head"]
 
 
@@ -90,7 +92,7 @@ def test_exported_lif_network_predicts_like_saf(name, kw, rule):
         theirs = readout(lif(time_sequence(x, 4)), rule, 0.5)
     assert torch.allclose(ours, theirs, rtol=1e-10, atol=1e-12)
     assert torch.equal(ours.argmax(1), theirs.argmax(1))
-    agreement = checks.lif_inference_agreement(m, [(x, y)])
+    agreement = study.lif_inference_agreement(m, [(x, y)])
     assert agreement["disagreements"] == 0 and agreement["samples"] == 8
 
 
@@ -121,7 +123,15 @@ def test_saf_f_trains_on_the_weighted_rate_at_the_last_step_only():
 def test_saf_e_drifts_from_ottt_o_only_when_weights_change():
     net = model()
     x, y = data()
-    rows = {r["lr"]: r for r in checks.online_drift(net, [(x, y)], 4, [0.0, 0.2])}
+    rows = {r["lr"]: r for r in study.online_drift(net, [(x, y)], 4, [0.0, 0.2])}
     assert rows[0.0]["spike_mismatch"] == 0 and rows[0.0]["max_grad_diff"] <= 1e-12
     assert rows[0.0]["weight_divergence"] == 0
     assert rows[0.2]["max_grad_diff"] > 1e-6 and rows[0.2]["weight_divergence"] > 0
+
+
+def test_memory_variants_keep_only_each_variants_own_method_arguments():
+    cfg = {"method": "ottt_a", "method_args": {"formulation": "lean", "mse_weight": 0.05}, "T": 4}
+    v = study.memory_variants(cfg)
+    assert list(v) == list(study.VARIANTS)
+    assert v["BPTT"]["method"] == "bptt" and v["BPTT"]["method_args"] == {"loss": "per_step"}
+    assert v["OTTT_A (reference)"]["method_args"] == {"formulation": "reference", "first_layer": "raw"}
