@@ -16,7 +16,7 @@ class Registry:
     def register(self, name: str):
         def deco(obj):
             if name in self._items:
-                raise KeyError(f"{self.kind} {name!r} is registered twice")
+                raise KeyError(f"{self.kind} {name!r} is already registered")
             self._items[name] = obj
             return obj
         return deco
@@ -26,6 +26,17 @@ class Registry:
 
     def __contains__(self, name) -> bool:
         return name in self._items
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __getitem__(self, name: str):
+        return self.get(name)
+
+    def pop(self, name: str):
+        """Unregister ``name`` and return what was registered under it."""
+        self.get(name)
+        return self._items.pop(name)
 
     def get(self, name: str):
         if name not in self._items:

@@ -91,14 +91,19 @@ def instrument(model, method, optimizer, clock: PhaseClock) -> None:
     optimizer.step = clock.wrap("optimizer", optimizer.step)
     torch.Tensor.backward = clock.wrap("backward", torch.Tensor.backward)
     name = method.backward
-    if name in _implicit.BACKWARDS:
-        solve = _implicit.BACKWARDS[name]
+    registry = _implicit.BACKWARDS
+    if name in registry:
+        solve = registry.pop(name)          # a dict in older trees, a snnlib.registry.Registry now
 
         def timed_solve(problem, **kw):
             problem.vjp = clock.wrap("vjp", problem.vjp)
             return solve(problem, **kw)
 
-        _implicit.BACKWARDS[name] = clock.wrap("solve", timed_solve)
+        timed = clock.wrap("solve", timed_solve)
+        if isinstance(registry, dict):
+            registry[name] = timed
+        else:
+            registry.register(name)(timed)
 
 
 def run(args: dict) -> dict:

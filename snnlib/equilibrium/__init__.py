@@ -7,6 +7,9 @@
 - ``implicit``: ``implicit_rates`` (value = SNN rates, gradient = implicit solve) with pluggable
   backwards (``BACKWARDS``: broyden, anderson, fixed_point, ide_iter, one_step, exact, ...),
   ``equilibrium_forward`` for whole models (also unrolled BPTT on the same net).
+- ``transpose``: explicit transposes of the synaptic maps (``transpose_of``, ``map_transpose``,
+  ``stream_transposes``, ``output_padding``), shared by SPIDE's spiking backward, the rate map's
+  analytic VJP (``FeedbackSNN.rate_map_vjp``) and the synaptic-operation counts.
 - ``analysis``: measurements for the notebook (forward convergence, backward residuals,
   gradient quality, memory against T).
 """

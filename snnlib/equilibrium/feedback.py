@@ -35,8 +35,9 @@ from torch.nn.utils import parametrize
 
 from ..layers.dropout import SharedDropout
 from ..neurons import lif_step, rate_normaliser
-from ..neurons.surrogate import Surrogate, get_surrogate
-from .implicit import clamp01
+from ..neurons.surrogate import get_surrogate
+from .implicit import clamp01, equilibrium_forward
+from .transpose import output_padding, stream_transposes
 
 FUSION_MODES = ("current", "membrane_snn_only", "none")
 MAP_SCALES = ("V", "V2")
@@ -95,15 +96,17 @@ def bn_affine(bn: nn.Module, z: torch.Tensor):
     return scale.view(shape), shift.view(shape)
 
 
-def _output_padding(op: nn.ConvTranspose2d, in_hw, out_hw) -> tuple[int, int]:
-    pads = []
-    for i in range(2):
-        base = (in_hw[i] - 1) * op.stride[i] - 2 * op.padding[i] + op.dilation[i] * (op.kernel_size[i] - 1) + 1
-        p = out_hw[i] - base
-        if not 0 <= p < max(op.stride[i], op.dilation[i]):
-            raise ValueError(f"{op} cannot map a {tuple(in_hw)} map to {tuple(out_hw)}")
-        pads.append(p)
-    return tuple(pads)
+LINEAR_MODULES = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.AvgPool2d, nn.Flatten, nn.Unflatten, nn.Identity,
+                  SharedDropout)
+
+
+def _explicitly_transposable(m: nn.Module) -> bool:
+    """A loop map with a fixed explicit transpose: no BatchNorm, every part linear (``transpose``)."""
+    if getattr(m, "has_bn", False):
+        return False
+    op = m.op if isinstance(m, SynapseMap) else m
+    parts = list(op) if isinstance(op, nn.Sequential) else [op]
+    return all(isinstance(p, LINEAR_MODULES) or hasattr(p, "spide_transpose") for p in parts)
 
 
 class SynapseMap(nn.Sequential):
@@ -142,7 +145,7 @@ class SynapseMap(nn.Sequential):
             if isinstance(op, nn.Sequential):
                 for m in op[:-1]:
                     x = m(x)
-            pad = _output_padding(last, x.shape[-2:], tuple(output_size))
+            pad = output_padding(last, x.shape[-2:], tuple(output_size))
             return F.conv_transpose2d(x, last.weight, last.bias, last.stride, last.padding, pad, last.groups,
                                       last.dilation)
         return op(x)
@@ -442,10 +445,48 @@ class FeedbackSNN(nn.Module):
             out.append(layers if all_layers else a)
         return out
 
+    def rate_map_vjp(self, layers: list):
+        """v -> J^T v for the Jacobian J = df/da_N of the rate map at the point where
+        ``rate_map(..., all_layers=True)`` returned ``layers`` (per stream, every layer's rate,
+        detached), with v and J^T v packed like ``pack`` ([B, n]); computed with explicit
+        transposes (``transpose.stream_transposes``) and the clamps' masks m = 1[0 < a < 1],
+        without autograd. None when f has no such form here (BatchNorm in a loop map, a map that
+        is not linear, or the fusion inside f): then differentiate f with autograd.
+
+        Per stream, layers 1..N: J^T v = W_fb^T(g_1 * S_2^T(g_2 * ... S_N^T(g_N * v))) with
+        g_l = m_l / V (V the map divisor) and the maps' shared dropout masks inside the transposes.
+        The transposes read the weights at the first call (within one training step)."""
+        if self.fusion_mode == "current" or not all(_explicitly_transposable(m) for st in self.streams
+                                                   for m in st.layer_maps()):
+            return None
+        d = self.map_divisor
+        like = [rates[-1] for rates in layers]
+        plans = []
+
+        def build():
+            with torch.no_grad(), parametrize.cached():
+                for st, rates in zip(self.streams, layers):
+                    gates = [((r > 0) & (r < 1)).to(r.dtype).div_(d) for r in rates]
+                    plans.append((stream_transposes(st, [r.shape for r in rates]), gates))
+
+        def vjp(v: torch.Tensor) -> torch.Tensor:
+            if not plans:
+                build()
+            out = []
+            for (tr, gates), delta in zip(plans, self.unpack(v, like)):
+                N = len(gates)
+                for l in range(N - 1, 0, -1):          # layer l back to layer l - 1
+                    delta = tr[l - 1](gates[l] * delta)
+                out.append(tr[N - 1](gates[0] * delta))     # through the feedback, to layer N
+            return self.pack(out)
+        return vjp
+
     # --- packing of the state ----------------------------------------------------------------
     @staticmethod
     def pack(tensors: list) -> torch.Tensor:
-        """Concatenate per-stream states [B, ...] into one [B, n] vector."""
+        """Concatenate per-stream states [B, ...] into one [B, n] vector (one stream: a view)."""
+        if len(tensors) == 1:
+            return tensors[0].reshape(tensors[0].shape[0], -1)
         return torch.cat([t.reshape(t.shape[0], -1) for t in tensors], dim=1)
 
     @staticmethod
@@ -500,6 +541,5 @@ class EquilibriumNet(nn.Module):
 
     def forward(self, x: torch.Tensor, T: int) -> torch.Tensor:
         """Evaluation logits [B, K] from a T-step simulation (no gradient)."""
-        from .implicit import equilibrium_forward
         with torch.no_grad():
             return equilibrium_forward(self, x, T).logits

@@ -14,9 +14,12 @@ estimate), its gradient flows into ``fa = f(a)`` as beta. Backwards are pluggabl
     one_step                                      beta = g (Jacobian-free; released MPIS)
     exact                                         dense J and ``torch.linalg.solve`` (small nets)
 
-Speed: the graph of f(a) is built once per step and every VJP reuses it (``autograd.grad`` with
-``retain_graph``); the rate map's clamps (``clamp01``) save their derivative masks so that a VJP
-re-derives nothing; the solvers keep their history in reused buffers (``solvers.Workspace``).
+Speed: when the network allows it (loop maps without BatchNorm, no fusion inside f), every VJP
+is computed without autograd from explicit transposes and the clamps' masks
+(``FeedbackSNN.rate_map_vjp``); otherwise the graph of f(a) is built once per step and every VJP
+reuses it (``autograd.grad`` with ``retain_graph``), the rate map's clamps (``clamp01``) saving
+their derivative masks so that a VJP re-derives nothing. The solvers keep their history in
+reused buffers (``solvers.Workspace``).
 
 A backward whose relative residual stays above ``warn_tol`` warns (``ImplicitSolveWarning``)
 with its residual; a non-finite beta raises ``FloatingPointError`` (never a silent NaN).
@@ -34,6 +37,7 @@ from typing import Callable
 import torch
 
 from ..layers.feedback_norm import power_iterate
+from ..registry import Registry
 from .solvers import SOLVERS, get_solver
 
 EXACT_MAX_DIM = 8192
@@ -82,22 +86,18 @@ class BackwardProblem:
     context: object = None
 
 
-BACKWARDS: dict[str, Callable] = {}
+BACKWARDS = Registry("backward")
+"""Backwards by name: ``fn(problem: BackwardProblem, **options) -> (beta, stats)``."""
 
 
 def register_backward(name: str):
     """Decorator: ``fn(problem: BackwardProblem, **options) -> (beta, stats: dict)``; beta None means
     the backward has already accumulated its gradients into ``.grad`` (nothing is backpropagated through f)."""
-    def deco(fn):
-        if name in BACKWARDS:
-            raise KeyError(f"backward {name!r} is already registered")
-        BACKWARDS[name] = fn
-        return fn
-    return deco
+    return BACKWARDS.register(name)
 
 
 def backward_names() -> list[str]:
-    return sorted(BACKWARDS)
+    return BACKWARDS.names()
 
 
 def _solver_backward(name):
@@ -177,12 +177,14 @@ class _ImplicitGrad(torch.autograd.Function):
 
 
 def implicit_rates(fa: torch.Tensor, a: torch.Tensor, *, backward: str = "broyden", warn_tol: float = 1e-2,
-                   context=None, record: BackwardRecord | None = None, **options):
+                   context=None, record: BackwardRecord | None = None, vjp: Callable | None = None, **options):
     """Value ``a`` (the SNN's estimate, [B, n]) with the implicit gradient through ``fa = f(a)``.
 
     ``a`` must be the leaf on which ``fa`` was computed (``requires_grad=True``). ``options`` go to
-    the backward (``max_iter``, ``tol``, ``stop_mode``, solver options). Returns the output tensor;
-    statistics land in ``record`` (a ``BackwardRecord``) during the backward pass.
+    the backward (``max_iter``, ``tol``, ``stop_mode``, solver options). ``vjp``: v -> J^T v at
+    ``a`` computed without autograd (e.g. ``FeedbackSNN.rate_map_vjp``); None: autograd through
+    the graph of ``fa``. Returns the output tensor; statistics land in ``record`` (a
+    ``BackwardRecord``) during the backward pass.
     """
     if backward not in BACKWARDS:
         raise ValueError(f"unknown backward {backward!r}; choose one of {backward_names()}")
@@ -193,11 +195,14 @@ def implicit_rates(fa: torch.Tensor, a: torch.Tensor, *, backward: str = "broyde
     record = record if record is not None else BackwardRecord(backward)
     fn = BACKWARDS[backward]
 
-    def vjp(v):
+    def autograd_vjp(v):
         if not fa.requires_grad:
             return torch.zeros_like(v)
         (out,) = torch.autograd.grad(fa, a, v, retain_graph=True, allow_unused=True)
         return torch.zeros_like(v) if out is None else out
+
+    if vjp is None:
+        vjp = autograd_vjp
 
     def solve(g):
         if not torch.isfinite(g).all():
@@ -276,12 +281,14 @@ def equilibrium_forward(net, x: torch.Tensor, T: int, *, backward: str = "broyde
     if not training_graph:
         return EquilibriumResult(net.readout(sim.last), sim, state_bytes=sim.state_bytes)
     a = snn.pack(sim.last).detach().requires_grad_()
-    fa = snn.pack(snn.rate_map(snn.unpack(a, sim.last), drive))
+    layers = snn.rate_map(snn.unpack(a, sim.last), drive, all_layers=True)
+    fa = snn.pack([rates[-1] for rates in layers])
     with torch.no_grad():
         fres = float((fa - a).norm() / (fa.norm() + 1e-12))
     record = BackwardRecord(backward)
     ctx = EquilibriumContext(snn, drive, sim, [t.shape for t in sim.last])
-    z = implicit_rates(fa, a, backward=backward, warn_tol=warn_tol, context=ctx, record=record, **options)
+    vjp = snn.rate_map_vjp([[r.detach() for r in rates] for rates in layers])
+    z = implicit_rates(fa, a, backward=backward, warn_tol=warn_tol, context=ctx, record=record, vjp=vjp, **options)
     logits = net.readout(snn.unpack(z, sim.last))
     state = sim.state_bytes + 2 * a.numel() * a.element_size()
     return EquilibriumResult(logits, sim, record, fres, state)

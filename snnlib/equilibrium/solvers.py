@@ -19,16 +19,20 @@ the fixed point of f/2, not of f (a documented defect, kept for comparison only)
 Speed: the history of Broyden and Anderson lives in buffers borrowed from a ``Workspace``
 (``WORKSPACE`` by default), so repeated solves of one shape (every training step) allocate
 and fill nothing; every product with the history is a batched matrix product of row vectors
-([B, r, n] x [B, n, k] and [B, r, k] x [B, k, n]), the fast layout of CPU BLAS.
+([B, r, n] x [B, n, k] and [B, r, k] x [B, k, n]), the fast layout of CPU BLAS. Per evaluation
+of f the bookkeeping reads one small tensor back (both batch norms and the improved-sample
+count) and keeps the best iterate by reference (solvers never modify an iterate in place).
 """
 from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+
+from ..registry import Registry
 
 STOP_MODES = ("abs", "rel")
 EPS = 1e-12
@@ -53,9 +57,6 @@ class SolverStat:
         """Scalars only (for per-step training statistics)."""
         return {"nstep": self.nstep, "abs_lowest": self.abs_lowest, "rel_lowest": self.rel_lowest,
                 "converged": float(self.converged), "buffer_bytes": self.buffer_bytes}
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 class Workspace:
@@ -123,31 +124,36 @@ class _Tracker:
             raise ValueError(f"x0 must be a batched tensor [B, ...] with B >= 1, got {getattr(z0, 'shape', z0)}")
         self.stat = SolverStat(name=name, tol=float(tol), stop_mode=stop_mode)
         self.best = z0.detach().clone()
-        self.best_res = torch.full((z0.shape[0],), math.inf, dtype=torch.float64, device=z0.device)
+        self._z0_ptr = z0.data_ptr()
+        self.best_res = torch.full((z0.shape[0],), math.inf, dtype=z0.dtype, device=z0.device)
         self.best_fnorm = torch.ones_like(self.best_res)
 
     def record(self, z: torch.Tensor, fz: torch.Tensor, r: torch.Tensor | None = None) -> bool:
         """Record f(z) for iterate z (``r``: f(z) - z as [B, n] when the solver has it already);
-        returns True when the stopping criterion is met."""
+        returns True when the stopping criterion is met. The solver must not modify ``z`` later
+        (the best iterate is kept by reference)."""
         B = z.shape[0]
         if r is None:
             r = fz - z
-        rs = torch.linalg.vector_norm(r.reshape(B, -1), dim=1, dtype=torch.float64)
-        fs = torch.linalg.vector_norm(fz.reshape(B, -1), dim=1, dtype=torch.float64)
-        if not torch.isfinite(rs).all():
+        rs = torch.linalg.vector_norm(r.reshape(B, -1), dim=1)         # per sample, in the iterate's dtype
+        fs = torch.linalg.vector_norm(fz.reshape(B, -1), dim=1)
+        better = rs < self.best_res
+        # one read-out per step: the squared batch norms (accumulated in float64) and how many samples
+        # improved (the squares of the 0/1 flags are the flags)
+        a2, f2, n_better = torch.stack((rs, fs, better.to(rs.dtype))).double().square_().sum(1).tolist()
+        if not math.isfinite(a2):
             raise FloatingPointError(f"{self.stat.name}: the residual became non-finite at step "
                                      f"{self.stat.nstep + 1}; the iteration diverged")
-        a = float(rs.norm())
-        rel = a / (float(fs.norm()) + EPS)
+        a = math.sqrt(a2)
+        rel = a / (math.sqrt(f2) + EPS)
         st = self.stat
         st.nstep += 1
         st.abs_trace.append(a)
         st.rel_trace.append(rel)
-        better = rs < self.best_res
-        if better.all():                  # the common case: one copy instead of a masked select
-            self.best.copy_(z.detach().reshape(self.best.shape))
+        if n_better == B:                 # the common case: keep this iterate (no copy, no masked select)
+            self.best = z.detach().reshape(self.best.shape)
             self.best_res, self.best_fnorm = rs, fs
-        elif better.any():
+        elif n_better > 0:
             shape = (B,) + (1,) * (self.best.dim() - 1)
             self.best = torch.where(better.view(shape), z.detach().reshape(self.best.shape), self.best)
             self.best_res = torch.where(better, rs, self.best_res)
@@ -160,8 +166,10 @@ class _Tracker:
         st = self.stat
         if last is not None:
             self.best = last.detach()
-        st.abs_lowest = float(self.best_res.norm())
-        st.rel_lowest = st.abs_lowest / (float(self.best_fnorm.norm()) + EPS)
+        if self.best.data_ptr() == self._z0_ptr:      # never hand the caller's own tensor back
+            self.best = self.best.clone()
+        st.abs_lowest = float(self.best_res.double().norm())
+        st.rel_lowest = st.abs_lowest / (float(self.best_fnorm.double().norm()) + EPS)
         st.converged = (st.abs_lowest if st.stop_mode == "abs" else st.rel_lowest) < st.tol
         st.buffer_bytes = int(buffer_bytes)
         return self.best, st
@@ -296,14 +304,16 @@ def broyden(f: Callable, x0: torch.Tensor, *, max_iter: int = 30, tol: float = 1
             memory: int = 27, workspace: Workspace | None = WORKSPACE):
     """Limited-memory "good" Broyden on g(z) = f(z) - z, without line search (as IDE).
 
-    The inverse Jacobian of g is approximated per sample by B = -I + sum_i u_i v_i^T, starting
+    The inverse Jacobian of g is approximated per sample by B = -I - sum_i u_i w_i^T, starting
     from -I (so the first step is plain iteration z <- f(z)), with at most ``memory`` rank-one
-    updates kept (the oldest is overwritten). Step: dz = -B g(z).
+    updates kept (the oldest is overwritten). Step: dz = -B g(z). (``w_i = -v_i`` of the usual
+    form B = -I + sum u_i v_i^T: storing w saves a negation per step.)
 
-    Per step the history is read four times: v = B^T dz ([B, 1, n] x U^T, then x V), and one
-    pair of batched products gives both B dg (for the new u) and B' g (the next step, B' the
-    history without the pair about to be overwritten; the new pair is added as a rank-one term).
-    U and V^T ([B, memory, n] each) are borrowed from ``workspace`` (None: fresh buffers).
+    Per step the history is read four times, each a batched product of row vectors: U^T dz and
+    w = dz + W (U^T dz) = -B^T dz, then W^T (dg, g) and (dg, g) + U W^T (dg, g) = -(B dg, B' g)
+    (B' the history without the pair about to be overwritten; the new pair is added as a
+    rank-one term). U and W ([B, memory, n] each) and the step's rows are borrowed from
+    ``workspace`` (None: fresh buffers); the new pair is written into its slot in place.
     """
     _check(max_iter, tol)
     if memory < 1:
@@ -314,13 +324,13 @@ def broyden(f: Callable, x0: torch.Tensor, *, max_iter: int = 30, tol: float = 1
     n = x0[0].numel()
     mem = min(memory, max(max_iter - 1, 1))
     with _borrow(workspace, (2, B, mem, n), x0) as hist, _borrow(workspace, (2, B, 2, n), x0) as work:
-        Ut, Vt = hist[0], hist[1]         # row i: u_i and v_i^T of the i-th kept update
+        U, W = hist[0], hist[1]           # row i: u_i and w_i of the i-th kept update
         used = 0
         z = x0.reshape(B, n)
         fz = f(x0)
         gz = fz.reshape(B, n) - z
-        done = tr.record(x0, fz, gz)
-        dz = gz.clone()
+        done = tr.record(z, fz, gz)
+        dz = gz
         while not done and tr.stat.nstep < max_iter:
             z = z + dz
             fz = f(z.reshape(shape))
@@ -329,47 +339,46 @@ def broyden(f: Callable, x0: torch.Tensor, *, max_iter: int = 30, tol: float = 1
             done = tr.record(z, fz, g_new)
             if done:
                 break
-            dg = torch.sub(g_new, gz, out=rows[:, 0])
+            torch.sub(g_new, gz, out=rows[:, 0])      # dg
             gz = g_new
             k = min(used, mem)
             slot = used % mem
             if k == 0:
-                vt, Brows = -dz, -rows
+                w, P = dz.unsqueeze(1), rows
             else:
-                coef = torch.bmm(dz.unsqueeze(1), Ut[:, :k].transpose(1, 2))       # dz^T u_i  [B, 1, k]
-                vt = torch.baddbmm(dz.unsqueeze(1), coef, Vt[:, :k], beta=-1)[:, 0]   # B^T dz
-                coef = torch.bmm(rows, Vt[:, :k].transpose(1, 2))                 # v_i^T (dg, g)  [B, 2, k]
+                coef = torch.bmm(dz.unsqueeze(1), U[:, :k].transpose(1, 2))            # u_i . dz  [B, 1, k]
+                w = torch.baddbmm(dz.unsqueeze(1), coef, W[:, :k])                     # -B^T dz  [B, 1, n]
+                coef = torch.bmm(rows, W[:, :k].transpose(1, 2))                       # w_i . (dg, g)  [B, 2, k]
                 if used >= mem:
                     coef[:, 1, slot] = 0.0          # B' (for the next step) drops the overwritten pair
-                Brows = torch.baddbmm(rows, coef, Ut[:, :k], beta=-1)             # (B dg, B' g)  [B, 2, n]
-            den = torch.linalg.vecdot(vt, dg).unsqueeze(1)
+                P = torch.baddbmm(rows, coef, U[:, :k])                                # -(B dg, B' g)  [B, 2, n]
+            dots = torch.bmm(rows, w.transpose(1, 2))         # (w . dg, w . g)  [B, 2, 1]
+            den = dots[:, 0]
             ok = den.abs() > 1e-30
-            if ok.all():
-                u = (dz - Brows[:, 0]) / den
+            u = U[:, slot]
+            if ok.all():                          # u = (dz - B dg) / (v . dg) with v = -w
+                torch.add(dz, P[:, 0], out=u).div_(den.neg())
             else:                             # no update for samples whose denominator vanished
-                u = torch.where(ok, (dz - Brows[:, 0]) / torch.where(ok, den, torch.ones_like(den)),
-                                torch.zeros_like(dz))
-                vt = torch.where(ok, vt, torch.zeros_like(vt))
-            Ut[:, slot] = u
-            Vt[:, slot] = vt
+                u.copy_(torch.where(ok, (dz + P[:, 0]) / torch.where(ok, -den, torch.ones_like(den)),
+                                    torch.zeros_like(dz)))
+                w = torch.where(ok.unsqueeze(1), w, torch.zeros_like(w))
+            W[:, slot] = w[:, 0]
             used += 1
-            dz = -(Brows[:, 1] + u * torch.linalg.vecdot(vt, gz).unsqueeze(1))
-        return tr.finish(buffer_bytes=2 * _nbytes(Ut) + 4 * _nbytes(x0))
+            dz = torch.addcmul(P[:, 1], u, dots[:, 1])        # -B' g - u v^T g with v^T g = -(w . g)
+        return tr.finish(buffer_bytes=2 * _nbytes(U) + 4 * _nbytes(x0))
 
 
-SOLVERS: dict[str, Callable] = {"broyden": broyden, "anderson": anderson, "fixed_point": fixed_point,
-                                "ide_iter": ide_iter}
+SOLVERS = Registry("solver")
+"""Solvers by name: ``fn(f, x0, *, max_iter, tol, stop_mode, **options) -> (z, SolverStat)``."""
+for _name, _fn in (("broyden", broyden), ("anderson", anderson), ("fixed_point", fixed_point), ("ide_iter", ide_iter)):
+    SOLVERS.register(_name)(_fn)
 
 
 def register_solver(name: str, fn: Callable) -> Callable:
     """Add a solver ``fn(f, x0, *, max_iter, tol, stop_mode, **options) -> (z, SolverStat)``."""
-    if name in SOLVERS:
-        raise KeyError(f"solver {name!r} is already registered")
-    SOLVERS[name] = fn
-    return fn
+    return SOLVERS.register(name)(fn)
 
 
 def get_solver(name: str) -> Callable:
-    if name not in SOLVERS:
-        raise ValueError(f"unknown solver {name!r}; choose one of {sorted(SOLVERS)}")
-    return SOLVERS[name]
+    """The solver registered as ``name`` (ConfigError, a ValueError, naming the known ones)."""
+    return SOLVERS.get(name)

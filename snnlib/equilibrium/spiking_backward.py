@@ -16,7 +16,8 @@ average rates: dL/dW_l = (1/V) (m_(l+1) * beta_(l+1)) a_l^T (``rate_weight_grads
 
 Layer indices in this module are 0-based: layer ``l`` = 0 .. N-1. ``transposes[l]`` maps a
 tensor shaped like layer ``(l+1) % N`` to one shaped like layer ``l`` (so ``transposes[N-1]``
-is the feedback's transpose, from layer 0 to layer N-1). Units: rates per time step.
+is the feedback's transpose, from layer 0 to layer N-1; built by ``transpose.stream_transposes``).
+Units: rates per time step.
 """
 from __future__ import annotations
 
@@ -24,13 +25,13 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
-from torch.nn import functional as F
 
-from ..layers import SharedDropout
 from ..neurons import rate_normaliser, ternary_step
+from .implicit import register_backward
+from .transpose import TransposedOp, map_transpose, stream_transposes, transpose_of
 
-__all__ = ["TransposedOp", "transpose_of", "SpikeSolve", "ternary_solve", "dense_solve", "rate_weight_grads",
+__all__ = ["TransposedOp", "transpose_of", "map_transpose", "stream_transposes", "SpikeSolve", "ternary_solve",
+           "dense_solve", "rate_weight_grads",
            "cosine", "auto_scale", "SpikeSaturationWarning", "AUTO_DRIVE"]
 
 AUTO_DRIVE = 0.5   # scale="auto": the largest per-step drive s |g| of the batch, in spike magnitudes V_b
@@ -48,192 +49,6 @@ def auto_scale(g: torch.Tensor, v_b: float, drive: float = AUTO_DRIVE) -> float:
     s = 100 saturates 15% of the backward neurons at batch 4 (cosine 0.956). Zero g gives s = 1."""
     m = float(g.detach().abs().max()) if g.numel() else 0.0
     return drive * float(v_b) / m if m > 0 and math.isfinite(m) else 1.0
-
-
-# ----------------------------------------------------------------------------------------------
-# transposed operators
-# ----------------------------------------------------------------------------------------------
-class TransposedOp:
-    """The transpose of the linear part (no bias) of a forward map, as explicit operations.
-
-    ``op(y)`` maps an output-shaped tensor [B, *out] to an input-shaped one [B, *in]:
-    conv -> conv_transpose2d, Linear -> y @ W, ConvTranspose2d -> conv2d, AvgPool2d -> spread
-    each value over its window / k^2, SharedDropout -> the same mask, Flatten -> reshape,
-    Sequential -> the transposes in reverse order. ``op.reach(y)`` is the same operator with
-    every nonzero weight (and mask entry) replaced by 1: summed over a 0/1 pattern it gives
-    the exact number of synaptic operations that pattern triggers (``sops``).
-    """
-
-    def __init__(self, fn, reach_fn, name: str):
-        self._fn, self._reach, self.name = fn, reach_fn, name
-
-    def __call__(self, y: torch.Tensor) -> torch.Tensor:
-        return self._fn(y)
-
-    def reach(self, y: torch.Tensor) -> torch.Tensor:
-        return self._reach(y)
-
-    def sops(self, y: torch.Tensor) -> int:
-        """Synaptic operations of sending the nonzero entries of ``y`` through the transpose."""
-        return int(round(float(self._reach((y != 0).to(y.dtype)).sum())))
-
-    def __repr__(self) -> str:
-        return f"TransposedOp({self.name})"
-
-
-def _structural(w: torch.Tensor) -> torch.Tensor:
-    return (w != 0).to(w.dtype)
-
-
-def _conv_output_padding(in_hw, out_hw, conv: nn.Conv2d) -> tuple[int, int]:
-    pads = []
-    for i in range(2):
-        base = (out_hw[i] - 1) * conv.stride[i] - 2 * conv.padding[i] + conv.dilation[i] * (conv.kernel_size[i] - 1) + 1
-        op = in_hw[i] - base
-        if not 0 <= op < max(conv.stride[i], conv.dilation[i]):
-            raise ValueError(f"cannot invert the shape of {conv}: input {in_hw}, output {out_hw}")
-        pads.append(op)
-    return tuple(pads)
-
-
-def _conv_t(conv: nn.Conv2d, in_shape, out_shape):
-    if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
-        raise ValueError(f"transpose of {conv}: only numeric zero padding is supported")
-    op = _conv_output_padding(in_shape[-2:], out_shape[-2:], conv)
-    kw = dict(stride=conv.stride, padding=conv.padding, output_padding=op, groups=conv.groups, dilation=conv.dilation)
-    return (TransposedOp(lambda y: F.conv_transpose2d(y, conv.weight, **kw),
-                         lambda y: F.conv_transpose2d(y, _structural(conv.weight), **kw), "conv2d^T"))
-
-
-def _convtranspose_t(ct: nn.ConvTranspose2d):
-    if ct.padding_mode != "zeros":
-        raise ValueError(f"transpose of {ct}: only zero padding is supported")
-    kw = dict(stride=ct.stride, padding=ct.padding, groups=ct.groups, dilation=ct.dilation)
-    return TransposedOp(lambda y: F.conv2d(y, ct.weight, **kw),
-                        lambda y: F.conv2d(y, _structural(ct.weight), **kw), "conv_transpose2d^T")
-
-
-def _linear_t(lin: nn.Linear):
-    return TransposedOp(lambda y: y @ lin.weight, lambda y: y @ _structural(lin.weight), "linear^T")
-
-
-def _avgpool_t(pool: nn.AvgPool2d, in_shape, out_shape):
-    k = pool.kernel_size if isinstance(pool.kernel_size, tuple) else (pool.kernel_size,) * 2
-    s = pool.stride if isinstance(pool.stride, tuple) else (pool.stride,) * 2
-    p = pool.padding if isinstance(pool.padding, tuple) else (pool.padding,) * 2
-    if p != (0, 0) or pool.ceil_mode or pool.divisor_override:
-        raise ValueError(f"transpose of {pool}: only unpadded, floor-mode average pooling is supported")
-    C = in_shape[-3]
-    op = tuple(in_shape[-2 + i] - ((out_shape[-2 + i] - 1) * s[i] + k[i]) for i in range(2))
-
-    def weight(y, value):
-        return torch.full((C, 1, *k), value, dtype=y.dtype, device=y.device)
-
-    def fn(y, value):
-        return F.conv_transpose2d(y, weight(y, value), stride=s, groups=C, output_padding=op) if max(op) < max(s) \
-            else F.pad(F.conv_transpose2d(y, weight(y, value), stride=s, groups=C), (0, op[1], 0, op[0]))
-    return TransposedOp(lambda y: fn(y, 1.0 / (k[0] * k[1])), lambda y: fn(y, 1.0), "avg_pool2d^T")
-
-
-def _dropout_t(drop: SharedDropout):
-    def mask(y):
-        if not drop.training or drop.p == 0.0:
-            return None
-        if drop.mask is None or drop.mask.shape != y.shape:
-            raise RuntimeError("SharedDropout has no mask for this batch: run the forward simulation first")
-        return drop.mask
-
-    def fn(y):
-        m = mask(y)
-        return y if m is None else y * m
-
-    def reach(y):
-        m = mask(y)
-        return y if m is None else y * (m != 0).to(y.dtype)
-    return TransposedOp(fn, reach, "dropout^T")
-
-
-def _reshape_t(in_shape):
-    def fn(y):
-        return y.reshape(y.shape[0], *in_shape[1:])
-    return TransposedOp(fn, fn, "reshape^T")
-
-
-def _vjp_t(module: nn.Module, in_shape):
-    """Fallback: the transpose through autograd (valid for affine modules)."""
-    def fn(y):
-        x0 = torch.zeros((y.shape[0], *in_shape[1:]), dtype=y.dtype, device=y.device, requires_grad=True)
-        with torch.enable_grad():
-            out = module(x0)
-            (gx,) = torch.autograd.grad(out, x0, y)
-        return gx
-
-    def reach(y):
-        raise NotImplementedError(f"no synaptic-operation rule for {type(module).__name__}")
-    return TransposedOp(fn, reach, f"vjp({type(module).__name__})")
-
-
-def _shapes_through(modules, in_shape) -> list[tuple]:
-    """Shapes after each module for a zero input, computed in eval mode (no dropout mask drawn)."""
-    shapes = [tuple(in_shape)]
-    flags = [(m, m.training) for mod in modules for m in mod.modules()]
-    p = next((q for mod in modules for q in mod.parameters()), None)
-    dtype = p.dtype if p is not None else torch.get_default_dtype()
-    device = p.device if p is not None else None
-    try:
-        for m, _ in flags:
-            m.training = False
-        with torch.no_grad():
-            h = torch.zeros((1, *in_shape[1:]), dtype=dtype, device=device)
-            for mod in modules:
-                h = mod(h)
-                shapes.append((in_shape[0], *h.shape[1:]))
-    finally:
-        for m, t in flags:
-            m.training = t
-    return shapes
-
-
-def transpose_of(module: nn.Module, in_shape, out_shape=None) -> TransposedOp:
-    """Explicit transpose of the linear part of ``module`` for inputs shaped ``in_shape`` ([B, ...]).
-
-    ``out_shape`` is computed from a zero input when not given. Unknown modules fall back to an
-    autograd VJP (correct for affine maps; ``reach`` is then undefined).
-    """
-    in_shape = tuple(in_shape)
-    if out_shape is None:
-        out_shape = _shapes_through([module], in_shape)[-1]
-    out_shape = tuple(out_shape)
-    if isinstance(module, nn.Sequential):
-        ops = []
-        shapes = _shapes_through(list(module), in_shape)
-        for m, si, so in zip(module, shapes[:-1], shapes[1:]):
-            ops.append(transpose_of(m, si, so))
-        rev = ops[::-1]
-
-        def fn(y):
-            for o in rev:
-                y = o(y)
-            return y
-
-        def reach(y):
-            for o in rev:
-                y = o.reach(y)
-            return y
-        return TransposedOp(fn, reach, " . ".join(o.name for o in ops))
-    if isinstance(module, nn.Conv2d):
-        return _conv_t(module, in_shape, out_shape)
-    if isinstance(module, nn.ConvTranspose2d):
-        return _convtranspose_t(module)
-    if isinstance(module, nn.Linear):
-        return _linear_t(module)
-    if isinstance(module, nn.AvgPool2d):
-        return _avgpool_t(module, in_shape, out_shape)
-    if isinstance(module, SharedDropout):
-        return _dropout_t(module)
-    if isinstance(module, (nn.Flatten, nn.Unflatten, nn.Identity)):
-        return _reshape_t(in_shape)
-    return _vjp_t(module, in_shape)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -417,37 +232,6 @@ def _call_map(m, a, target_shape):
     return m(a)
 
 
-def _map_transpose(m, in_shape, out_shape) -> TransposedOp:
-    """Transpose of a ``SynapseMap`` (op -> [dropout]) between two layers of known shapes."""
-    if getattr(m, "has_bn", False):
-        raise ValueError("SPIDE's spiking backward needs synaptic maps without BatchNorm (the SPIDE models have none)")
-    op = m.op if hasattr(m, "op") else m
-    if hasattr(op, "spide_transpose"):
-        t_op = TransposedOp(op.spide_transpose, op.spide_transpose, f"{type(op).__name__}^T")
-    else:
-        last = op[-1] if isinstance(op, nn.Sequential) else op
-        if isinstance(last, nn.ConvTranspose2d):   # the output size comes from the target layer
-            t_op = transpose_of(op, in_shape, out_shape)
-        else:
-            t_op = transpose_of(op, in_shape)
-    drop = getattr(m, "drop", None)
-    if drop is None:
-        return t_op
-    d_op = _dropout_t(drop)
-    return TransposedOp(lambda y: t_op(d_op(y)), lambda y: t_op.reach(d_op.reach(y)), f"{t_op.name} . dropout^T")
-
-
-def stream_transposes(stream, shapes) -> list:
-    """``TransposedOp`` of every map of a ``Stream``: entry l maps layer (l+1) % N back to layer l.
-
-    ``shapes``: the N layer shapes [B, ...] (e.g. of the simulated rates)."""
-    maps = stream.layer_maps()
-    N = len(maps)
-    if len(shapes) != N:
-        raise ValueError(f"the stream has {N} layers but {len(shapes)} shapes were given")
-    return [_map_transpose(m, tuple(shapes[l]), tuple(shapes[(l + 1) % N])) for l, m in enumerate(maps)]
-
-
 def layer_masks(rates) -> list:
     """m_l = 1[0 < a_l < 1]: the neurons whose rate is not clipped (the clamp's derivative)."""
     return [((a > 0) & (a < 1)).to(a.dtype) for a in rates]
@@ -516,45 +300,37 @@ class SpikeBackwardStat:
         return dict(zip(self.names, self.solve.firing))
 
 
-def _register():
-    from .implicit import BACKWARDS, register_backward
+@register_backward("spike")
+def spike_backward(problem, *, T_b: int = 250, scale: float = 1.0, loss_scaled: bool = False,
+                   v_th_b: float = 0.5, u_rest_b: float | None = None, count_sops: bool = False, **_):
+    """SPIDE: ternary spiking neurons solve the per-layer system for T_b steps; the parameter
+    gradients are written from the forward rates and the backward signed rates.
 
-    if "spike" in BACKWARDS:
-        return
+    ``scale``: s (the last layer integrates s g per step). ``loss_scaled=True``: the loss was
+    already multiplied by s (the released recipe), so g is fed as it is and the gradients stay
+    s-scaled. Returns beta = None: the gradients are already in ``.grad`` and nothing is
+    backpropagated through the rate map f."""
+    snn, drive, rates, g = _spide_problem(problem)
+    masks = layer_masks(rates)
+    tr = stream_transposes(snn.streams[0], [r.shape for r in rates])
+    if scale == "auto" and loss_scaled:
+        raise ValueError("scale='auto' picks s per batch and cannot be combined with a loss scaled by s")
+    u_b = -v_th_b if u_rest_b is None else float(u_rest_b)
+    s = 1.0 if loss_scaled else (auto_scale(g, v_th_b - u_b) if scale == "auto" else float(scale))
+    sol = ternary_solve(g, tr, masks, T_b=int(T_b), V=snn.map_divisor, scale=s, v_th_b=v_th_b,
+                        u_rest_b=u_rest_b, leak=snn.leak, count_sops=count_sops)
+    apply_rate_gradients(snn, drive, rates, masks, sol.beta)
+    nbytes = sum(3 * r.numel() * r.element_size() for r in rates)
+    return None, SpikeBackwardStat(sol, int(T_b), nbytes, snn.layer_names()[0])
 
-    @register_backward("spike")
-    def spike_backward(problem, *, T_b: int = 250, scale: float = 1.0, loss_scaled: bool = False,
-                       v_th_b: float = 0.5, u_rest_b: float | None = None, count_sops: bool = False, **_):
-        """SPIDE: ternary spiking neurons solve the per-layer system for T_b steps; the parameter
-        gradients are written from the forward rates and the backward signed rates.
+@register_backward("spide_exact")
+def spide_exact_backward(problem, *, tol: float | None = None, **_):
+    """SPIDE's per-layer system with the same masks and forward rates, solved without spikes
+    (the T_b -> infinity limit of ``spike``); same rate-based parameter gradients."""
+    snn, drive, rates, g = _spide_problem(problem)
+    masks = layer_masks(rates)
+    tr = stream_transposes(snn.streams[0], [r.shape for r in rates])
+    beta, sweeps = dense_solve(g, tr, masks, V=snn.map_divisor, tol=tol)
+    apply_rate_gradients(snn, drive, rates, masks, beta)
+    return None, SpikeBackwardStat(None, sweeps, 0, snn.layer_names()[0])
 
-        ``scale``: s (the last layer integrates s g per step). ``loss_scaled=True``: the loss was
-        already multiplied by s (the released recipe), so g is fed as it is and the gradients stay
-        s-scaled. Returns beta = None: the gradients are already in ``.grad`` and nothing is
-        backpropagated through the rate map f."""
-        snn, drive, rates, g = _spide_problem(problem)
-        masks = layer_masks(rates)
-        tr = stream_transposes(snn.streams[0], [r.shape for r in rates])
-        if scale == "auto" and loss_scaled:
-            raise ValueError("scale='auto' picks s per batch and cannot be combined with a loss scaled by s")
-        u_b = -v_th_b if u_rest_b is None else float(u_rest_b)
-        s = 1.0 if loss_scaled else (auto_scale(g, v_th_b - u_b) if scale == "auto" else float(scale))
-        sol = ternary_solve(g, tr, masks, T_b=int(T_b), V=snn.map_divisor, scale=s, v_th_b=v_th_b,
-                            u_rest_b=u_rest_b, leak=snn.leak, count_sops=count_sops)
-        apply_rate_gradients(snn, drive, rates, masks, sol.beta)
-        nbytes = sum(3 * r.numel() * r.element_size() for r in rates)
-        return None, SpikeBackwardStat(sol, int(T_b), nbytes, snn.layer_names()[0])
-
-    @register_backward("spide_exact")
-    def spide_exact_backward(problem, *, tol: float | None = None, **_):
-        """SPIDE's per-layer system with the same masks and forward rates, solved without spikes
-        (the T_b -> infinity limit of ``spike``); same rate-based parameter gradients."""
-        snn, drive, rates, g = _spide_problem(problem)
-        masks = layer_masks(rates)
-        tr = stream_transposes(snn.streams[0], [r.shape for r in rates])
-        beta, sweeps = dense_solve(g, tr, masks, V=snn.map_divisor, tol=tol)
-        apply_rate_gradients(snn, drive, rates, masks, beta)
-        return None, SpikeBackwardStat(None, sweeps, 0, snn.layer_names()[0])
-
-
-_register()

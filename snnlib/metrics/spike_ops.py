@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from ..equilibrium.spiking_backward import _map_transpose, layer_masks, stream_transposes, ternary_solve
+from ..equilibrium.spiking_backward import layer_masks, ternary_solve
+from ..equilibrium.transpose import map_transpose, stream_transposes
 from .ops import E_AC_PJ, E_MAC_PJ
 
 
@@ -64,7 +65,7 @@ def spide_op_counts(net, x: torch.Tensor, y: torch.Tensor, *, T: int, T_b: int, 
             fwd_sops += sim.firing[0][l] * T * float(fan.sum())
     h0 = inputs[0]
     in_shape = tuple(h0.shape[1:]) if events else tuple(h0.shape)
-    t_in = _map_transpose(stream.input_map, (B, *in_shape[1:]), shapes[0])
+    t_in = map_transpose(stream.input_map, (B, *in_shape[1:]), shapes[0])
     fan_in = _fanout(t_in, shapes[0], rates[0])
     input_macs = float(fan_in.sum())
     input_sops = None

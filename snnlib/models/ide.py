@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
 
 from ..equilibrium.feedback import EquilibriumNet, FeedbackSNN, Stream, SynapseMap, ide_init_
@@ -132,16 +131,3 @@ def cifarnet_f(in_channels: int = 3, input_size=(32, 32), num_classes: int = 10,
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters (the reparametrised feedback counts W~ and its scale g)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def count_neurons(model: EquilibriumNet, x: torch.Tensor) -> int:
-    """Spiking neurons per sample of ``model`` for input ``x`` [1, ...] (shapes of every layer)."""
-    with torch.no_grad():
-        was = model.training
-        model.eval()
-        try:
-            from ..equilibrium.implicit import equilibrium_forward
-            sim = equilibrium_forward(model, x, 1).simulation
-        finally:
-            model.train(was)
-    return sum(r[0].numel() for row in sim.rates for r in row)
