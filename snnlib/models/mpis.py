@@ -9,12 +9,27 @@ Trans a stride-2 transposed conv back to layer 1's size. Head: z = DB(BN(Conv s2
 
 Defaults implement the paper's intent (notes: docs/papers/ide_mpis.md, section 7):
 current fusion in the SNN and in the rate map (so D learns), /V in the rate map, spectral-norm
-feedback in both streams, zero input to stream 2. Released-code behaviour is available:
-``fusion="membrane_snn_only"``, ``map_scale="V2"``, ``feedback_norm=False`` (with the method
-options ``backward="one_step"``, ``rate="step0"``). ``streams=1`` is an IDE-like single stream.
-Any input size works (28x28 included): transposed convs and the upsampling take their target size.
+feedback in both streams, zero input to stream 2, the head reading the SNN's rates a, and
+BatchNorm running statistics set from the first training batch (``bn_init="data"``, below).
+Released-code behaviour is available: ``fusion="membrane_snn_only"``, ``map_scale="V2"``,
+``feedback_norm=False``, ``readout_source="rate_map"``, ``bn_init="default"`` (with T = 1 and the
+method options ``backward="one_step"``, ``rate="step0"``; configs/runs/mpis_cifar10_released.yaml).
+``streams=1`` is an IDE-like single stream. Any input size works (28x28 included): transposed
+convs and the upsampling take their target size.
+
+Why ``bn_init="data"``: the simulation normalises its loop maps with BatchNorm *running*
+statistics (IDE's and the released code's choice), the rate map in training with *batch*
+statistics. At initialisation the running variance is 1 while the loop maps' currents have a
+variance of about 0.04-0.1 (unit-norm filters on sparse rates), so the simulation drives layers
+2-3 about 3-5x more weakly than the rate map assumes: layer 3 is nearly silent in training and,
+with the stem's and input maps' running statistics also at (0, 1), every layer is silent in
+evaluation. ``bn_init="data"`` sets every BatchNorm's running statistics once, on the first
+training batch, to that batch's statistics (the loop maps' at the rate map's fixed point,
+reached by iterating f), so that simulation and rate map normalise alike from the first step.
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -26,6 +41,39 @@ from . import register_model
 from .ide import conv_out
 
 STREAM2_INPUTS = ("zeros", "downsampled")
+READOUT_SOURCES = ("rates", "rate_map")
+BN_INITS = ("data", "default")
+CALIBRATION_ITERS = 30
+
+
+class RememberingFeedbackSNN(FeedbackSNN):
+    """A ``FeedbackSNN`` that keeps the last batch's ``Drive`` (``last_drive``), so that the
+    head can evaluate the rate map f at the SNN's rates (``readout_source="rate_map"``)."""
+
+    last_drive = None
+
+    def drive(self, inputs: list, *, events: bool = False):
+        d = super().drive(inputs, events=events)
+        self.last_drive = d
+        return d
+
+
+def batch_norms(module: nn.Module) -> list:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@contextmanager
+def bn_momentum(module: nn.Module, momentum: float):
+    """Temporarily set the momentum of every BatchNorm in ``module`` (1.0: running = batch)."""
+    bns = batch_norms(module)
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = momentum
+    try:
+        yield
+    finally:
+        for bn, m in zip(bns, saved):
+            bn.momentum = m
 
 
 class DB(nn.Module):
@@ -74,14 +122,26 @@ class MPIS(EquilibriumNet):
             (2x2 average pool of stream 1's input).
         leak, v_th, u_rest, map_scale ('V' | 'V2'), sim_bn, feedback_norm, dropout: see FeedbackSNN.
         input_crop: centre-crop inputs to this square size first (released N-MNIST: 34 -> 32).
+        readout_source: what the head reads: 'rates' (the SNN's last-layer rates a) or 'rate_map'
+            (f(a), the analog rate map at the SNN's rates, as the released code does in training and
+            evaluation; the gradient is the backward's, taken at a).
+        bn_init: 'data' (set every BatchNorm's running statistics from the first training batch,
+            see the module docstring) or 'default' (running statistics start at (0, 1); released).
     """
 
     def __init__(self, in_channels: int = 3, input_size=(32, 32), num_classes: int = 10, stem_channels=128,
                  channels=(256, 512, 1024), down_at: int = 2, streams: int = 2, fusion: str = "current",
                  stream2_input: str = "zeros", dropout: float = 0.2, leak: float = 0.999, v_th: float = 2.0,
                  u_rest: float = 0.0, map_scale: str = "V", feedback_norm: bool = True, sim_bn: str = "running",
-                 input_crop: int | None = None):
+                 input_crop: int | None = None, readout_source: str = "rates", bn_init: str = "data"):
         super().__init__()
+        if readout_source not in READOUT_SOURCES:
+            raise ValueError(f"readout_source must be one of {READOUT_SOURCES}, got {readout_source!r}")
+        if bn_init not in BN_INITS:
+            raise ValueError(f"bn_init must be one of {BN_INITS}, got {bn_init!r}")
+        self.readout_source, self.bn_init = readout_source, bn_init
+        # True once the running statistics are set from data (a buffer: checkpoints and resumes keep it)
+        self.register_buffer("bn_calibrated", torch.tensor(bn_init == "default"))
         c1, c2, c3 = (int(c) for c in channels)
         if streams not in (1, 2):
             raise ValueError(f"MPIS supports 1 or 2 streams, got {streams}")
@@ -109,20 +169,47 @@ class MPIS(EquilibriumNet):
         self.n_streams, self.stream2_input = streams, stream2_input
         sts = [_stream(c_in, c1, c2, c3, down_at, feedback_norm, dropout) for _ in range(streams)]
         fuse = StreamFusion(c1) if fusion != "none" else None
-        self.snn = FeedbackSNN(sts, fusion=fuse, fusion_mode=fusion, leak=leak, v_th=v_th, u_rest=u_rest,
-                               map_scale=map_scale, sim_bn=sim_bn)
+        self.snn = RememberingFeedbackSNN(sts, fusion=fuse, fusion_mode=fusion, leak=leak, v_th=v_th,
+                                          u_rest=u_rest, map_scale=map_scale, sim_bn=sim_bn)
         # last-layer size of stream 1, and of the head's output (= stream 2's last layer)
         h1, w1 = (_half(H), _half(W))
         self.downsamp = nn.Sequential(nn.Conv2d(c3, c3, 3, stride=2, padding=1), nn.BatchNorm2d(c3), DB(v_th))
         self.incre = nn.Sequential(nn.Conv2d(c3, c3, 1, bias=False), nn.BatchNorm2d(c3), DB(v_th))
         self.classifier = nn.Linear(c3 * _half(h1) * _half(w1), num_classes)
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # checkpoints written before bn_init existed: their running statistics come from training
+        state_dict.setdefault(prefix + "bn_calibrated", torch.tensor(True))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     def encode(self, x: torch.Tensor, T: int):
         if self.input_crop is not None:
             H, W = x.shape[-2:]
             top, left = (H - self.input_crop) // 2, (W - self.input_crop) // 2
             x = x[..., top:top + self.input_crop, left:left + self.input_crop]
+        if self.training and not bool(self.bn_calibrated):
+            self.calibrate_bn(x, T)
         return super().encode(x, T)
+
+    def calibrate_bn(self, x: torch.Tensor, T: int, iters: int = CALIBRATION_ITERS) -> None:
+        """Set every BatchNorm's running statistics to those of batch ``x`` (model in training mode):
+        stem and input maps at their inputs, loop maps at the rate map's fixed point (``iters``
+        iterations of a <- f(a) from a = 0, batch statistics), head at f's last layer. Marks the
+        model calibrated. ``x`` as for ``encode`` (already cropped)."""
+        if not self.training:
+            raise RuntimeError("calibrate_bn needs the model in training mode (batch statistics)")
+        with torch.no_grad(), bn_momentum(self, 1.0):
+            inputs, events = super().encode(x, T)
+            drive = self.snn.drive(inputs, events=events)
+            a = [torch.zeros_like(s) for s in self.snn.simulate(drive, drive.T or 1).last]    # shapes only
+            for _ in range(iters):
+                a = self.snn.rate_map(a, drive, bn_mode="batch")
+            a = self.snn.rate_map(a, drive, bn_mode="module")
+            self.head(a)
+        self.snn.last_drive = None
+        self.bn_calibrated.fill_(True)
 
     def stream_inputs(self, h: torch.Tensor, events: bool) -> list:
         if self.n_streams == 1:
@@ -136,6 +223,20 @@ class MPIS(EquilibriumNet):
         return [h, low]
 
     def readout(self, states: list) -> torch.Tensor:
+        """Logits [B, K] from the last-layer states of the streams (their rates a); with
+        ``readout_source="rate_map"`` the head reads the value of f(a) instead, with a's gradient."""
+        if self.readout_source == "rate_map":
+            drive = self.snn.last_drive
+            if drive is None:
+                raise RuntimeError("readout_source='rate_map' needs the batch's drive: run the model through "
+                                   "snnlib.equilibrium.equilibrium_forward (or the ide/mpis methods)")
+            with torch.no_grad():
+                fa = self.snn.rate_map([s.detach() for s in states], drive, bn_mode="batch")
+            states = [s + (f - s.detach()) for s, f in zip(states, fa)]
+        return self.head(states)
+
+    def head(self, states: list) -> torch.Tensor:
+        """z = DB(BN(Conv s2 (states[0]))) [+ states[1]] -> Conv1x1 + BN + DB -> flatten -> Linear."""
         z = self.downsamp(states[0])
         if self.n_streams == 2:
             if z.shape != states[1].shape:
