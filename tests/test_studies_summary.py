@@ -8,11 +8,11 @@ import torch
 from snnlib.studies import summary
 from snnlib.studies.measure import memory_vs_T
 
-BPTT = {"config": "bptt_conv_fmnist", "model": {"channels": [4, 8]}}
+BPTT = {"config": "bptt_conv_fmnist", "overrides": {"model": {"channels": [4, 8]}}}
 BUDGET = {"subset": 300, "test_subset": 100, "epochs": 2, "max_iters_per_epoch": 3}
 
 
-def test_base_cfg_keeps_the_method_and_merges_model_overrides():
+def test_base_cfg_keeps_the_method_and_applies_the_entrys_overrides():
     cfg = summary.base_cfg(BPTT)
     assert cfg["method"] == "bptt" and cfg["T"] == 4
     assert cfg["model"]["channels"] == [4, 8]
@@ -21,7 +21,7 @@ def test_base_cfg_keeps_the_method_and_merges_model_overrides():
 
 def test_budget_cfg_applies_the_budget_and_the_seed():
     cfg = summary.budget_cfg(BPTT, BUDGET, seed=3)
-    assert cfg["name"] == "budget_bptt_conv_fmnist" and cfg["seed"] == 3
+    assert cfg["name"] == "bptt_conv_fmnist" and cfg["seed"] == 3       # the config's name: runs are shared
     assert cfg["epochs"] == 2 and cfg["max_iters_per_epoch"] == 3
     assert cfg["data"]["subset"] == 300 and cfg["data"]["test_subset"] == 100
     assert cfg["data"]["batch_size"] == 128 and cfg["T"] == 4            # the method's own batch and T
@@ -42,7 +42,8 @@ def test_budget_configs_list_every_method_and_seed_methods_outermost():
 
 @pytest.mark.parametrize("budget, spec, words", [
     ({"subset": 1, "epochs": 1}, BPTT, "test_subset"),
-    (BUDGET, {"model": {}}, "config"),
+    (BUDGET, {"overrides": {}}, "config"),
+    (BUDGET, {"config": "bptt_conv_fmnist", "model": {}}, "only 'config' and 'overrides'"),
 ])
 def test_incomplete_budget_or_method_entry_is_refused(budget, spec, words):
     with pytest.raises(ValueError, match=words):
@@ -52,7 +53,7 @@ def test_incomplete_budget_or_method_entry_is_refused(budget, spec, words):
 def test_memory_vs_T_gives_one_row_per_variant_and_T_in_integer_bytes():
     cfg = summary.base_cfg(BPTT)
     batch = (torch.rand(2, 1, 28, 28), torch.tensor([0, 1]))
-    rows = memory_vs_T({"narrow": cfg, "wide": summary.base_cfg({**BPTT, "model": {"channels": [8, 8]}})},
+    rows = memory_vs_T({"narrow": cfg, "wide": summary.base_cfg({**BPTT, "overrides": {"model": {"channels": [8, 8]}}})},
                        [1, 2], batch=batch)
     assert [(r["variant"], r["T"]) for r in rows] == [("narrow", 1), ("narrow", 2), ("wide", 1), ("wide", 2)]
     for r in rows:
@@ -138,3 +139,16 @@ def test_memory_at_own_T_measures_each_method_at_its_configured_T_in_MiB(monkeyp
     got = summary.memory_at_own_T({"BPTT": BPTT, "SPIDE": {"config": "spide_fmnist_fc"}}, batch_size=8)
     assert seen == {"BPTT": [4], "SPIDE": [30]}
     assert got == {"BPTT": 3.0, "SPIDE": 3.0}
+
+
+def test_the_budget_in_words_names_images_epochs_cap_and_seeds():
+    assert summary.budget_words({"subset": None, "epochs": 1}, [0, 1]) == "60000 training images x 1 epoch(s), 2 seed(s)"
+    assert summary.budget_words(BUDGET, [0]) == "300 training images x 2 epoch(s), at most 3 batches per epoch, 1 seed(s)"
+
+
+def test_a_method_on_the_same_config_and_budget_as_another_notebook_shares_its_run():
+    from snnlib.experiments.config import config_hash
+    from snnlib.studies.context import Study
+    mine = summary.budget_cfg({"config": "minlat_cnn_fmnist"}, {"subset": None, "test_subset": None, "epochs": 1}, 2)
+    theirs = Study.config("minlat_cnn_fmnist", {"data": {"subset": None, "test_subset": None}}, seed=2)
+    assert config_hash(mine) == config_hash(theirs)

@@ -10,8 +10,9 @@
 - ``transpose``: explicit transposes of the synaptic maps (``transpose_of``, ``map_transpose``,
   ``stream_transposes``, ``output_padding``), shared by SPIDE's spiking backward, the rate map's
   analytic VJP (``FeedbackSNN.rate_map_vjp``) and the synaptic-operation counts.
-- ``analysis``: measurements for the notebook (forward convergence, backward residuals,
-  gradient quality, memory against T).
+
+The notebook's measurements on these (forward convergence, backward residuals, gradient quality,
+memory against T) live above the core, in ``snnlib.studies.ide_mpis`` and ``snnlib.studies.spide``.
 """
 from .feedback import (Drive, EquilibriumNet, FeedbackSNN, Simulation, Stream, StreamFusion, SynapseMap, apply_bn,
                        bn_affine, ide_init_, weighted_frame_mean)

@@ -161,7 +161,7 @@ def verdict_table(counts: dict[str, dict]) -> str:
 def update_verdict_summary(scale: str, claims: list[dict], date: str) -> None:
     """Record ``scale``'s counts in ``figures/verdicts.json`` and rewrite the README's verdict table
     (between its markers) when the figures are the repository's own."""
-    if scale not in README_SCALES or figures_dir("cpu").resolve() != (ROOT / "figures").resolve():
+    if not claims or scale not in README_SCALES or figures_dir("cpu").resolve() != (ROOT / "figures").resolve():
         return
     store = ROOT / "figures" / "verdicts.json"
     counts = read_json(store) if store.exists() else {}

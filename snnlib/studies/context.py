@@ -34,7 +34,8 @@ class Study:
         torch.manual_seed(seed)
 
     # -- configs and runs -------------------------------------------------------------------
-    def config(self, base: str, *overrides: dict, **top) -> dict:
+    @staticmethod
+    def config(base: str, *overrides: dict, **top) -> dict:
         """``configs/runs/<base>.yaml`` with nested ``overrides`` applied in order, then the
         top-level keys ``top`` (e.g. ``seed=1``); resolved and validated."""
         cfg = resolve(load_yaml(RUN_CONFIGS / f"{base}.yaml"))

@@ -83,13 +83,17 @@ GRADIENT_BACKWARDS = {
     "BPTT through the SNN (surrogate)": ("bptt", {}),
 }
 
-#: MPIS ablation: variant -> (model overrides, method_args overrides)
+#: MPIS ablation at one budget, widths and seeds: variant -> (model overrides, method_args overrides,
+#: top-level overrides). ``released`` is the released code's behaviour in every respect the notes list
+#: (configs/runs/mpis_cifar10_released.yaml): T = 1 with step-0 rates, one-step gradient, membrane
+#: fusion in the SNN only, rate map / V^2, the head reading f(a), BatchNorm statistics from (0, 1).
 MPIS_VARIANTS = {
-    "two_streams": ({}, {}),
-    "one_stream": ({"streams": 1, "fusion": "none"}, {}),
-    "one_step": ({}, {"backward": "one_step"}),
-    "released": ({"fusion": "membrane_snn_only", "map_scale": "V2", "feedback_norm": False},
-                 {"backward": "one_step", "rate": "step0"}),
+    "two_streams": ({}, {}, {}),
+    "one_stream": ({"streams": 1, "fusion": "none"}, {}, {}),
+    "one_step": ({}, {"backward": "one_step"}, {}),
+    "released": ({"fusion": "membrane_snn_only", "map_scale": "V2", "feedback_norm": False,
+                  "readout_source": "rate_map", "bn_init": "default"},
+                 {"backward": "one_step", "rate": "step0"}, {"T": 1}),
 }
 
 #: backwards without solver options (their method_args drop max_iter/tol/stop_mode/solver_options)
@@ -130,12 +134,12 @@ def mpis_config(mpis: dict, variant: str, seed: int) -> dict:
     Its data, optim and method_args sections are the budget's alone (the rest: defaults)."""
     if variant not in MPIS_VARIANTS:
         raise ValueError(f"unknown MPIS variant {variant!r}; choose one of {', '.join(MPIS_VARIANTS)}")
-    model, method = MPIS_VARIANTS[variant]
+    model, method, top = MPIS_VARIANTS[variant]
     margs = {"backward": "broyden", "max_iter": 30, "tol": mpis["tol"], **method}
     if margs["backward"] == "one_step":
         margs = {k: v for k, v in margs.items() if k not in ("max_iter", "tol")}
     base = load_yaml(RUN_CONFIGS / "mpis_fmnist.yaml")
-    return resolve({**base, "name": f"mpis_{variant}", "seed": seed, "T": mpis["T"], "epochs": mpis["epochs"],
+    return resolve({**base, "name": f"mpis_{variant}", "seed": seed, "T": top.get("T", mpis["T"]), "epochs": mpis["epochs"],
                     "model": {**base["model"], "stem_channels": mpis["stem"], "channels": mpis["channels"], **model},
                     "method_args": margs,
                     "data": {"name": "fashion_mnist", "subset": mpis["subset"], "test_subset": mpis["test_subset"],
@@ -633,7 +637,7 @@ def ablation_figure(finals: pd.DataFrame, title: str):
     """Final test accuracy per run name (``tables.final`` rows)."""
     fig, ax = plt.subplots(figsize=(7, 3.5))
     sns.barplot(data=finals, y="name", x="value", errorbar="sd", ax=ax, color="C2")
-    ax.set(xlabel="test accuracy", ylabel="", title=title)
+    ax.set(xlabel="test accuracy (fraction, mean ± sd over seeds)", ylabel="", title=title)
     return fig
 
 
@@ -646,10 +650,19 @@ def last_epoch_rates(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def convergence_and_firing_figure(curves: pd.DataFrame, rates: pd.DataFrame):
-    """Test accuracy against epoch per run name, and firing rates per layer (``last_epoch_rates``)."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    sns.lineplot(data=curves, x="epoch", y="value", hue="name", marker="o", errorbar="sd", ax=axes[0])
-    axes[0].set(ylabel="test accuracy", title="test accuracy against epoch")
-    sns.barplot(data=rates, y="layer", x="value", hue="name", errorbar="sd", ax=axes[1])
-    axes[1].set(xlabel="firing rate (spikes / neuron / step)", ylabel="", title="firing rates per layer")
+    """Test accuracy against epoch per run name, and firing rates per layer (``last_epoch_rates``);
+    one colour per run in both panels, one legend below them (never over the data)."""
+    names = list(dict.fromkeys(list(curves["name"]) + list(rates["name"])))
+    palette = dict(zip(names, sns.color_palette("colorblind", len(names))))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    sns.lineplot(data=curves, x="epoch", y="value", hue="name", hue_order=[n for n in names if n in set(curves["name"])],
+                 palette=palette, marker="o", errorbar="sd", ax=axes[0], legend=False)
+    axes[0].set(xlabel="epoch", ylabel="test accuracy (fraction, mean ± sd over seeds)", title="test accuracy against epoch")
+    axes[0].xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    sns.barplot(data=rates, y="layer", x="value", hue="name", hue_order=[n for n in names if n in set(rates["name"])],
+                palette=palette, errorbar="sd", ax=axes[1], legend=False)
+    axes[1].set(xlabel="firing rate (spikes / neuron / step, test set)", ylabel="layer", title="firing rates per layer")
+    handles = [plt.Line2D([], [], color=palette[n], marker="o", linewidth=2) for n in names]
+    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(names)), frameon=False)
+    fig.tight_layout()
     return fig

@@ -8,6 +8,9 @@ Memory is in bytes (``*_bytes``) or MiB (``*_MiB``, 2**20 bytes).
 from __future__ import annotations
 
 import pandas as pd
+import seaborn as sns
+from matplotlib import pyplot as plt
+from matplotlib.ticker import NullFormatter
 
 from ..experiments.config import load_yaml, resolve
 from ..experiments.tables import final
@@ -19,24 +22,33 @@ MiB = 2 ** 20
 
 
 def base_cfg(spec: dict) -> dict:
-    """The resolved run config ``configs/runs/<spec['config']>.yaml`` with ``spec['model']`` merged
-    into its model section (the method keeps its own model, T and optimiser)."""
+    """The resolved run config ``configs/runs/<spec['config']>.yaml`` with ``spec['overrides']``
+    (nested, optional) applied: the method keeps its own model, T and optimiser unless they say."""
     if "config" not in spec:
         raise ValueError(f"a methods-table entry needs a 'config' (a configs/runs stem), got {spec!r}")
-    cfg = load_yaml(RUN_CONFIGS / f"{spec['config']}.yaml")
-    cfg["model"] = {**cfg.get("model", {}), **spec.get("model", {})}
-    return resolve(cfg)
+    unknown = set(spec) - {"config", "overrides"}
+    if unknown:
+        raise ValueError(f"a methods-table entry has only 'config' and 'overrides', got {sorted(unknown)}")
+    return resolve(load_yaml(RUN_CONFIGS / f"{spec['config']}.yaml"), spec.get("overrides") or {})
 
 
 def budget_cfg(spec: dict, budget: dict, seed: int) -> dict:
-    """``base_cfg(spec)`` trained on the shared budget with ``seed``; named ``budget_<config>``."""
+    """``base_cfg(spec)`` trained on the shared budget with ``seed``. The run keeps its config's name,
+    so a notebook that trains the same config on the same budget (00's BPTT, 04's single-step CNN)
+    shares the run: runs are cached by the hash of their resolved config."""
     missing = [k for k in BUDGET_KEYS if k not in budget]
     if missing:
         raise ValueError(f"budget lacks {', '.join(missing)}; it needs {', '.join(BUDGET_KEYS)}")
     return resolve(base_cfg(spec), {
-        "name": f"budget_{spec['config']}", "seed": int(seed), "epochs": budget["epochs"],
-        "max_iters_per_epoch": budget.get("max_iters_per_epoch"),
+        "seed": int(seed), "epochs": budget["epochs"], "max_iters_per_epoch": budget.get("max_iters_per_epoch"),
         "data": {"subset": budget["subset"], "test_subset": budget["test_subset"]}})
+
+
+def budget_words(budget: dict, seeds, num_train: int = 60000) -> str:
+    """The shared budget in words, for figure titles and the report."""
+    n = budget["subset"] or num_train
+    cap = f", at most {budget['max_iters_per_epoch']} batches per epoch" if budget.get("max_iters_per_epoch") else ""
+    return f"{n} training images x {budget['epochs']} epoch(s){cap}, {len(seeds)} seed(s)"
 
 
 def budget_configs(methods: dict, budget: dict, seeds) -> list[tuple[str, dict]]:
@@ -73,7 +85,8 @@ def aggregate(budget: pd.DataFrame, memory_MiB: dict[str, float]) -> pd.DataFram
     return b.groupby("method", sort=False).agg(
         acc_mean=("test_acc", "mean"), acc_sd=("test_acc", "std"), T=("T", "first"), batch=("batch_size", "first"),
         time_per_batch_s=("time_per_batch_s", "median"), memory_MiB=("train_memory_MiB", "mean"),
-        firing_rate=("mean_firing_rate", "mean"))
+        firing_rate=("mean_firing_rate", "mean")).assign(
+        time_per_image_ms=lambda d: d.time_per_batch_s / d.batch * 1e3)
 
 
 def memory_rows(methods: dict, Ts, batch_size: int) -> list[dict]:
@@ -112,3 +125,51 @@ def claims_table(claims: list[dict]) -> pd.DataFrame:
              "measured": c["measured"].get("value") if isinstance(c["measured"], dict) else c["measured"]}
             for c in claims]
     return pd.DataFrame(rows, columns=cols)
+
+
+# -- figures ---------------------------------------------------------------------------------
+MARKERS = "osD^vP*Xhp"
+
+
+def accuracy_cost_figure(agg: pd.DataFrame, budget_text: str, memory_batch: int):
+    """Test accuracy (mean ± sd over seeds) against training memory of one step and against time
+    per training image; one colour and marker per method, the legend outside the axes."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    for ax, x, xlabel in ((axes[0], "memory_MiB", f"training memory of one step (MiB; batch {memory_batch})"),
+                          (axes[1], "time_per_image_ms", "training time per image (ms, median over batches)")):
+        for i, (m, r) in enumerate(agg.iterrows()):
+            ax.errorbar(r[x], r.acc_mean, yerr=0 if pd.isna(r.acc_sd) else r.acc_sd, fmt=MARKERS[i % len(MARKERS)],
+                        color=f"C{i % 10}", label=m, capsize=3, markersize=7)
+        ax.set(xscale="log", xlabel=xlabel)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    axes[0].set_ylabel("test accuracy (fraction, mean ± sd)")
+    axes[1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, title="method")
+    fig.suptitle(f"Same Fashion-MNIST budget: {budget_text}; each method its own model and T")
+    fig.tight_layout()
+    return fig
+
+
+def memory_figure(memT: pd.DataFrame, Ts, batch: int):
+    """Training memory of one step (MiB) against T per method, log-log, legend outside."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    sns.lineplot(memT.assign(MiB=memT.total_bytes / 2**20), x="T", y="MiB", hue="variant", style="variant",
+                 markers=True, dashes=False, ax=ax)
+    ax.set(xscale="log", yscale="log", xlabel="time steps T", ylabel=f"training memory of one step (MiB, batch {batch})",
+           title="Memory against T")
+    ax.set_xticks(list(Ts), [str(t) for t in Ts])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, title="method")
+    fig.tight_layout()
+    return fig
+
+
+def firing_figure(budget: pd.DataFrame):
+    """Mean test-set firing rate per method after the budget (bars: mean, error: sd over seeds)."""
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    sns.barplot(budget, x="method", y="mean_firing_rate", errorbar="sd", ax=ax, color="C0")
+    ax.set(ylabel="mean firing rate (spikes / neuron / step)", xlabel="", title="Test-set firing rate after the budget")
+    ax.tick_params(axis="x", rotation=30)
+    for lab in ax.get_xticklabels():
+        lab.set_horizontalalignment("right")
+    fig.tight_layout()
+    return fig
