@@ -126,3 +126,14 @@ def test_an_inconclusive_cpu_verdict_points_to_the_scale_made_to_decide_it(tmp_p
         ledger.judge("mpis.acc", "accuracy >= 0.5", decide_threshold([0.6], 0.5), ">= 0.5", "derived", budget="b")
         assert ("the `full` scale (5 seeds, the whole split) is made to decide it" in
                 claims_markdown(list(ledger.entries.values()))) is says
+
+
+def test_the_ledgers_value_is_the_verdicts_estimate_and_another_headline_number_keeps_its_own_key(tmp_path, monkeypatch):
+    from snnlib.experiments.claims import Ledger
+
+    monkeypatch.setenv("SNNLIB_RESULTS", str(tmp_path))
+    v = decide_comparison([0.9, 0.8, 0.85], [0.7, 0.9, 0.6])
+    entry = Ledger("01_x", "cpu").judge("mpis.streams", "s", v, "t", "src", budget="b", measured={"value": 42.0, "n": 3})
+    assert entry["measured"]["value"] == v.estimate and entry["measured"]["reported_value"] == 42.0
+    same = Ledger("01_x", "cpu").judge("mpis.same", "s", v, "t", "src", budget="b", measured={"value": v.estimate})
+    assert "reported_value" not in same["measured"]

@@ -63,7 +63,10 @@ class Ledger:
         number of seeds, and ``budget`` (e.g. "60k images x 3 epochs, batch 128")."""
         if not isinstance(verdict, Verdict):
             raise TypeError(f"verdict must be a snnlib.experiments.verdict.Verdict, got {type(verdict).__name__}")
-        m = {"value": verdict.estimate, **(measured if isinstance(measured, dict) else {})}
+        m = dict(measured) if isinstance(measured, dict) else {}
+        if "value" in m and m["value"] != verdict.estimate:     # value sits beside the verdict's interval
+            m["reported_value"] = m.pop("value")
+        m["value"] = verdict.estimate
         entry = self.record(id, statement, m, threshold, verdict.holds, source, kind="result",
                             published=published, note=note)
         entry.update(verdict=verdict.verdict, statistic=verdict.statistic, rule=verdict.rule,
