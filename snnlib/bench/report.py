@@ -333,50 +333,75 @@ def figures(bptt, bptt_thr, ottt, methods, fig_dir: Path | None) -> list[str]:
                 if t:
                     Ts.append(r["T"])
                     ips.append(r["batch_size"] / statistics.median(t) / (1 if v != "ann_relu" else r["T"]))
-            axes[0].plot(Ts, ips, marker="o", label=LABELS[v] + (" / T" if v == "ann_relu" else ""))
-        axes[0].set(xlabel="T (time steps)", ylabel="training images / s", yscale="log",
+            axes[0].plot(Ts, ips, label=LABELS[v] + (" / T" if v == "ann_relu" else ""), **_line_style(v))
+        axes[0].set(xlabel="T (time steps)", ylabel="training images / s (log scale)", yscale="log",
                     title="BPTT throughput (median of rounds)")
-        axes[0].legend(fontsize=8)
         for v in ("snnlib", "snnlib_torch") + PEERS:
             pts = [(r["T"], r[f"saved_bytes_{v}"] / MB) for r in bptt if r.get("T") and r.get(f"saved_bytes_{v}")]
             if pts:
-                axes[1].plot(*zip(*pts), marker="o", label=LABELS[v])
-        axes[1].set(xlabel="T (time steps)", ylabel="MB saved for backward", title="Saved activations per step")
-        axes[1].legend(fontsize=8)
+                axes[1].plot(*zip(*pts), label=LABELS[v], **_line_style(v))
+        axes[1].set(xlabel="T (time steps)", ylabel="MiB saved for backward", title="Saved activations per step")
+        _finish(fig, axes, sorted({r["T"] for r in ok}))
         save(fig, "bptt_throughput_memory")
     if ottt:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for v in ("snnlib_ottt_a", "snnlib_ottt_a_lean", "spikingjelly_ottt_a"):
+        for i, v in enumerate(("snnlib_ottt_a", "snnlib_ottt_a_lean", "spikingjelly_ottt_a")):
             pts = [(r["T"], r[f"images_per_s_{v}"]) for r in ottt if r.get(f"images_per_s_{v}")]
             if pts:
-                axes[0].plot(*zip(*pts), marker="o", label=LABELS[v])
+                axes[0].plot(*zip(*pts), label=LABELS[v], **_line_style(v, i))
             pts = [(r["T"], r[f"saved_bytes_{v}"] / MB) for r in ottt if r.get(f"saved_bytes_{v}")]
             if pts:
-                axes[1].plot(*zip(*pts), marker="o", label=LABELS[v])
-        for r in bptt:
-            if r.get("T") and r.get("saved_bytes_snnlib"):
-                pass
+                axes[1].plot(*zip(*pts), label=LABELS[v], **_line_style(v, i))
         bp = [(r["T"], r["saved_bytes_snnlib"] / MB) for r in bptt if r.get("T") and r.get("saved_bytes_snnlib")]
         if bp:
             axes[1].plot(*zip(*bp), marker="s", ls="--", color="grey", label="snnlib BPTT")
-        axes[0].set(xlabel="T", ylabel="training images / s", title="OTTT throughput")
-        axes[1].set(xlabel="T", ylabel="MB saved for backward (live peak)", title="OTTT memory per step")
-        axes[0].legend(fontsize=8)
-        axes[1].legend(fontsize=8)
+        axes[0].set(xlabel="T (time steps)", ylabel="training images / s", title="OTTT throughput")
+        axes[1].set(xlabel="T (time steps)", ylabel="MiB saved for backward (live peak)", title="OTTT memory per step")
+        _finish(fig, axes, sorted({r["T"] for r in ottt}))
         save(fig, "ottt")
     if methods and methods.get("rows"):
         fig, ax = plt.subplots(figsize=(6, 4))
         by = {}
         for r in methods["rows"]:
             by.setdefault(r["method"], []).append((r["T"], r["total_bytes"] / MB))
-        for m, pts in by.items():
+        for i, (m, pts) in enumerate(by.items()):
             pts.sort()
-            ax.plot(*zip(*pts), marker="o", label=m)
-        ax.set(xlabel="T", ylabel="MB (saved + state + solver)", yscale="log",
+            ax.plot(*zip(*pts), label=m, **_line_style(m, i))
+        ax.set(xlabel="T (time steps)", ylabel="MiB (saved + state + solver), log scale", yscale="log",
                title=f"Training memory vs T (batch {methods['batch_size']})")
-        ax.legend(fontsize=8, ncol=2)
+        _finish(fig, [ax], sorted({r["T"] for r in methods["rows"]}), below=False)
         save(fig, "methods_memory")
     return paths
+
+
+_MARKERS, _DASHES = "osD^vP*Xhp", ["-", "--", ":", "-."]
+
+
+def _line_style(name: str, i: int | None = None) -> dict:
+    """Marker, line style and colour of one series, fixed by its name (or position ``i``), so that
+    lines lying on top of each other stay visible."""
+    i = (list(LABELS).index(name) if name in LABELS else 0) if i is None else i
+    return {"marker": _MARKERS[i % len(_MARKERS)], "ls": _DASHES[i % len(_DASHES)], "color": f"C{i % 10}",
+            "markersize": 7, "mfc": "none", "mew": 1.5}
+
+
+def _finish(fig, axes, Ts, below: bool = True) -> None:
+    """Ticks at the measured T; one legend for every labelled series, below the panels (``below``)
+    or right of the last axes, never over the data."""
+    labels, handles = [], []
+    for ax in axes:
+        ax.set_xticks(Ts, [str(t) for t in Ts])
+        ax.minorticks_off()
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                labels.append(lab)
+                handles.append(h)
+    fig.tight_layout()
+    if below:
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(labels)),
+                   frameon=False)
+    else:
+        axes[-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
 
 
 def main(argv=None) -> int:

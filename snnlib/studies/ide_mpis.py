@@ -43,6 +43,7 @@ from ..train import build, build_data, evaluate
 from ..train.trainer import DTYPES
 from .context import RUN_CONFIGS
 from .measure import load_trained, memory_vs_T
+from .plotting import handles_for, integer_ticks, legend_below, legend_right, plain_log_labels
 
 #: shape information of 28x28 Fashion-MNIST for ``build_model``
 FMNIST = {"channels": 1, "size": (28, 28), "num_classes": 10}
@@ -584,13 +585,19 @@ def budget(p: dict, seeds, *, images=None) -> str:
 # -- figures (each returns the matplotlib figure; the notebook saves it with ``Study.figure``) --
 def convergence_figure(conv: pd.DataFrame):
     """Relative error to the fixed point and fixed-point residual of the rates against T, per variant."""
+    variants = list(dict.fromkeys(conv["variant"]))
+    palette = dict(zip(variants, sns.color_palette("colorblind", len(variants))))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    sns.lineplot(data=conv, x="T", y="rel_error", hue="variant", marker="o", ax=axes[0])
-    sns.lineplot(data=conv, x="T", y="rel_residual", hue="variant", marker="o", ax=axes[1], legend=False)
-    for ax, t in zip(axes, ["$\\|a_T - a^*\\| / \\|a^*\\|$", "$\\|f(a_T) - a_T\\| / \\|f(a_T)\\|$"]):
-        ax.set(xscale="log", yscale="log", xlabel="time steps T", ylabel=t)
+    sns.lineplot(data=conv, x="T", y="rel_error", hue="variant", palette=palette, marker="o", ax=axes[0], legend=False)
+    sns.lineplot(data=conv, x="T", y="rel_residual", hue="variant", palette=palette, marker="o", ax=axes[1], legend=False)
+    for ax, t in zip(axes, ["relative error $\\|a_T - a^*\\| / \\|a^*\\|$",
+                            "relative residual $\\|f(a_T) - a_T\\| / \\|f(a_T)\\|$"]):
+        ax.set(xscale="log", yscale="log", xlabel="time steps T (log scale)", ylabel=t)
+        plain_log_labels(ax, "x")
     axes[0].set_title("rates vs the exact fixed point")
     axes[1].set_title("fixed-point residual of the rates")
+    fig.tight_layout()
+    legend_below(fig, *handles_for(palette), ncol=3, title="variant")
     return fig
 
 
@@ -598,8 +605,11 @@ def backward_figure(traces: pd.DataFrame):
     """Relative residual of the backward solve against iterations, per solver."""
     fig, ax = plt.subplots(figsize=(6, 4))
     sns.lineplot(data=traces, x="iteration", y="rel_residual", hue="solver", ax=ax)
-    ax.set(yscale="log", ylabel="relative residual $\\|J^T\\beta + g - \\beta\\| / \\|J^T\\beta + g\\|$",
+    ax.set(yscale="log", xlabel="solver iteration",
+           ylabel="relative residual $\\|J^T\\beta + g - \\beta\\| / \\|J^T\\beta + g\\|$",
            title="backward solve, F400, one training step")
+    integer_ticks(ax)
+    legend_right(ax, title="solver")
     return fig
 
 
@@ -607,7 +617,10 @@ def gradient_figure(grad: pd.DataFrame):
     """Cosine of each backward's gradient with the exact implicit gradient."""
     fig, ax = plt.subplots(figsize=(7, 3.5))
     sns.barplot(data=grad, y="gradient", x="cosine", ax=ax, color="C0")
-    ax.set(xlim=(min(0.0, grad.cosine.min() - 0.05), 1.0), xlabel="cosine with the exact implicit gradient", ylabel="")
+    ax.bar_label(ax.containers[0], fmt="%.4f", padding=3, fontsize=9)
+    ax.set(xlim=(min(0.0, grad.cosine.min() - 0.05), 1.15), xlabel="cosine with the exact implicit gradient", ylabel="",
+           title="gradient of one training step vs the exact implicit gradient")
+    ax.set_xticks([t / 5 for t in range(6)])
     return fig
 
 
@@ -616,7 +629,12 @@ def memory_figure(mem: pd.DataFrame, batch_size: int):
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=False)
     for ax, net in zip(axes, MEMORY_NETS):
         sns.lineplot(data=mem[mem.net == net], x="T", y="MB", hue="backward", marker="o", ax=ax)
-        ax.set(xscale="log", yscale="log", title=f"{net}, batch {batch_size}", ylabel="MB per training step")
+        ax.set(xscale="log", yscale="log", title=f"{net}, batch {batch_size}", ylabel="MiB per training step (log scale)",
+               xlabel="time steps T (log scale)")
+        plain_log_labels(ax, "x")
+        plain_log_labels(ax, "y")
+        sns.move_legend(ax, "best", title="backward", fontsize=9, title_fontsize=9)
+    fig.tight_layout()
     return fig
 
 
@@ -628,16 +646,20 @@ def accuracy_vs_T_figure(accT: pd.DataFrame, title: str):
                            ("ide.fmnist.f400.lif.T5", "P", 5.3, "IDE README, LIF (100 ep.)")):
         p = published(key)       # both at T = 5, drawn side by side
         ax.errorbar([t], [p["value"] / 100], yerr=[p["std"] / 100], fmt=m, ms=9, color="k", label=lab)
-    ax.set(xscale="log", xlabel="time steps at evaluation (trained at T = 5)", ylabel="test accuracy", title=title)
-    ax.legend(fontsize=8)
+    ax.set(xscale="log", xlabel="time steps at evaluation, log scale (trained at T = 5)",
+           ylabel="test accuracy (fraction, mean ± sd)", title=title)
+    plain_log_labels(ax, "x")
+    legend_right(ax, fontsize=9)
     return fig
 
 
 def ablation_figure(finals: pd.DataFrame, title: str):
     """Final test accuracy per run name (``tables.final`` rows)."""
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    sns.barplot(data=finals, y="name", x="value", errorbar="sd", ax=ax, color="C2")
-    ax.set(xlabel="test accuracy (fraction, mean ± sd over seeds)", ylabel="", title=title)
+    sns.stripplot(data=finals, y="name", x="value", ax=ax, color="C0", alpha=0.6, size=5, jitter=0.1)
+    sns.pointplot(data=finals, y="name", x="value", errorbar="sd", ax=ax, color="k", linestyle="none", capsize=0.2,
+                  markersize=6)
+    ax.set(xlabel="test accuracy (fraction; dots: seeds, black: mean ± sd)", ylabel="", title=title)
     return fig
 
 
@@ -651,18 +673,20 @@ def last_epoch_rates(df: pd.DataFrame) -> pd.DataFrame:
 
 def convergence_and_firing_figure(curves: pd.DataFrame, rates: pd.DataFrame):
     """Test accuracy against epoch per run name, and firing rates per layer (``last_epoch_rates``);
-    one colour per run in both panels, one legend below them (never over the data)."""
+    one colour per run in both panels (``tab10``: no two alike), error bars (sd over seeds) rather
+    than overlapping bands, one legend below the panels (never over the data)."""
     names = list(dict.fromkeys(list(curves["name"]) + list(rates["name"])))
-    palette = dict(zip(names, sns.color_palette("colorblind", len(names))))
+    palette = dict(zip(names, sns.color_palette("tab10", len(names))))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     sns.lineplot(data=curves, x="epoch", y="value", hue="name", hue_order=[n for n in names if n in set(curves["name"])],
-                 palette=palette, marker="o", errorbar="sd", ax=axes[0], legend=False)
+                 palette=palette, marker="o", errorbar="sd", err_style="bars", err_kws={"capsize": 3}, ax=axes[0],
+                 legend=False)
     axes[0].set(xlabel="epoch", ylabel="test accuracy (fraction, mean ± sd over seeds)", title="test accuracy against epoch")
-    axes[0].xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    sns.barplot(data=rates, y="layer", x="value", hue="name", hue_order=[n for n in names if n in set(rates["name"])],
-                palette=palette, errorbar="sd", ax=axes[1], legend=False)
-    axes[1].set(xlabel="firing rate (spikes / neuron / step, test set)", ylabel="layer", title="firing rates per layer")
-    handles = [plt.Line2D([], [], color=palette[n], marker="o", linewidth=2) for n in names]
-    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(names)), frameon=False)
+    integer_ticks(axes[0])
+    sns.pointplot(data=rates, y="layer", x="value", hue="name", hue_order=[n for n in names if n in set(rates["name"])],
+                  palette=palette, errorbar="sd", dodge=0.6, linestyle="none", markersize=5, ax=axes[1], legend=False)
+    axes[1].set(xlabel="firing rate (spikes / neuron / step, test set; mean ± sd)", ylabel="layer",
+                title="firing rates per layer")
     fig.tight_layout()
+    legend_below(fig, *handles_for(palette), ncol=4)
     return fig

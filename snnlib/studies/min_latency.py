@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib import pyplot as plt
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from ..experiments.cache import memo
 from ..experiments.published import published
@@ -177,12 +178,18 @@ def spread_per_run(spread: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_eval_spread(spread: pd.DataFrame):
-    fig, ax = plt.subplots(figsize=(5, 3))
-    for i, (v, d) in enumerate(spread.groupby("variant")):
-        ax.scatter(i + 0.08 * (d["seed"] - d["seed"].mean()), 100 * d["test_acc"], s=12, alpha=0.7, label=v)
-    ax.set_xticks(range(spread.variant.nunique()), sorted(spread.variant.unique()))
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{spread.eval_seed.nunique()} evaluation seeds per trained run")
+    """Test accuracy under every evaluation seed, one column per trained run (variant, training seed)."""
+    runs = spread[["variant", "seed"]].drop_duplicates().sort_values(["variant", "seed"]).itertuples(index=False)
+    runs = list(runs)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(runs) + 1.5), 3.2))
+    variants = sorted(spread.variant.unique())
+    for i, (v, seed) in enumerate(runs):
+        d = spread[(spread.variant == v) & (spread.seed == seed)]
+        ax.scatter([i] * len(d), 100 * d["test_acc"], s=14, alpha=0.7, color=f"C{variants.index(v) % 10}")
+    ax.set_xticks(range(len(runs)), [f"{v}\nseed {seed}" for v, seed in runs])
+    ax.set_xlim(-0.5, len(runs) - 0.5)
+    ax.set(ylabel="test accuracy (%)", xlabel="trained run (variant, training seed)",
+           title=f"{spread.eval_seed.nunique()} evaluation seeds per trained run")
     return fig
 
 
@@ -217,7 +224,8 @@ def plot_ablations(abl: pd.DataFrame, table: pd.DataFrame):
                     fmt="o", color="k", capsize=3)
     ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"T = 1 ablations (mean ± sd over {abl.seed.nunique()} seeds)")
+    ax.set_xlabel("variant (one change to the base CNN run)")
+    ax.set_title(f"T = 1 ablations (dots: seeds; black: mean ± sd over {abl.seed.nunique()} seeds)")
     return fig
 
 
@@ -249,7 +257,8 @@ def plot_firing_rates(table: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(6, 2.8))
     ax.bar(range(len(table)), table["mean"], yerr=table["std"].fillna(0), capsize=3)
     ax.set_xticks(range(len(table)), table.index, rotation=30, ha="right")
-    ax.set_ylabel("spikes per neuron")
+    ax.set(ylabel="spikes per neuron per image (T = 1)", xlabel="spiking mixer probe (block: spike train)",
+           title="Firing rate per probe (mean ± sd over trained runs)")
     return fig
 
 
@@ -287,7 +296,10 @@ def plot_energy_parts(part_table: pd.DataFrame, e_multi: dict, T_multi: int):
     ax.barh([2], [e_multi["summary"]["snn_pj"] / 1e3], color="0.5", label="multi-step conv SNN (total)")
     ax.set_yticks([0, 1, 2], ["T=1 SNN", "same-arch ANN", f"conv SNN T={T_multi}"])
     ax.set_xlabel("energy per image (nJ)")
-    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    ax.xaxis.set_major_locator(MaxNLocator(5))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.set_title("Estimated inference energy per test image, by part")
+    ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left", frameon=False, title="part")
     return fig
 
 

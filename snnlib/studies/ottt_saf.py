@@ -47,6 +47,7 @@ from ..online.monitor import SpikeRateMonitor
 from ..online.synapse import TraceSynapse
 from .context import RUN_CONFIGS
 from .measure import example_batch, load_trained
+from .plotting import legend_below, legend_right, log_ticks_at
 
 METHODS = ["ottt_a", "ottt_o", "saf_e", "saf_f"]
 RUN_METHODS = ["bptt"] + METHODS
@@ -493,34 +494,39 @@ def drift_figure(drift: pd.DataFrame):
                               ["fraction of spikes that differ", "max |Δ grad| / max |grad| (weights)",
                                "‖θ_SAF − θ_OTTT‖ / ‖θ_OTTT − θ_0‖"]):
         ax.plot(pos.lr, pos[col], marker="o", label="weights and gains" if col == "weight_divergence" else None)
-        ax.set(xscale="log", yscale="log", xlabel="learning rate (SGD, update every step)", title=title)
+        ax.set(xscale="log", yscale="log", xlabel="learning rate (SGD, update every step; log)", title=title,
+               ylabel="ratio (log scale)" if ax is not axes[0] else "fraction (log scale)")
     axes[2].plot(pos.lr, pos.bias_divergence, marker="s", ls="--", label="biases")
-    axes[2].legend(fontsize=8)
-    fig.suptitle("SAF-E vs OTTT_O from the same start on the same batches (float64)", y=1.03)
+    fig.suptitle("SAF-E vs OTTT_O from the same start on the same batches (float64)")
     fig.tight_layout()
+    legend_below(fig, *axes[2].get_legend_handles_labels(), title="parameters compared (right panel)")
     return fig
 
 
 def memory_figure(mem: pd.DataFrame, Ts, batch: int):
     """Saved + state MiB of one training step against T, one line per variant (log-log)."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    sns.lineplot(mem, x="T", y="saved + state (MiB)", hue="variant", style="variant", markers=True, ax=ax)
-    ax.set(xscale="log", yscale="log", title=f"Training memory of one step, batch {batch}")
+    sns.lineplot(mem, x="T", y="saved + state (MiB)", hue="variant", style="variant", markers=True, ax=ax,
+                 palette="tab10", markersize=8)
+    ax.set(xscale="log", yscale="log", title=f"Training memory of one step, batch {batch}",
+           xlabel="time steps T (log scale)", ylabel="saved + state (MiB, log scale)")
     ax.minorticks_off()
-    ax.set_xticks(Ts, [str(t) for t in Ts])
-    ax.legend(fontsize=7)
+    log_ticks_at(ax, Ts, "x")
+    legend_right(ax, title="variant (coinciding lines overlap)", fontsize=9)
     return fig
 
 
 def time_figure(rr: pd.DataFrame, summary: pd.DataFrame):
     """Per-round time ratios per pair, with their median."""
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    sns.stripplot(rr[rr["round"] != "median"], y="pair", x="ratio", ax=ax, size=5)
+    sns.stripplot(rr[rr["round"] != "median"], y="pair", x="ratio", ax=ax, size=5, label="one round")
     ax.scatter(summary.ratio, summary.index, marker="|", s=400, c="k", label="median of rounds")
-    ax.axvline(1.0, c="gray", ls=":")
-    ax.set(xlabel="time per batch ratio (one value per round)", ylabel="",
+    ax.axvline(1.0, c="gray", ls=":", label="equal time (ratio 1)")
+    ax.set(xlabel="ratio of time per training batch (dimensionless)", ylabel="",
            title="Time per training batch, alternated rounds")
-    ax.legend(fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    keep = dict(zip(labels, handles))                   # stripplot labels every category: keep one
+    ax.legend(keep.values(), keep.keys(), loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=9)
     return fig
 
 
@@ -528,10 +534,11 @@ def accuracy_figure(acc: pd.DataFrame, T: int, epochs: int, seeds):
     """Test accuracy per method, bars (±sd) and seeds."""
     acc = acc.assign(acc=acc.value * 100)
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    sns.barplot(acc, x="method", y="acc", order=RUN_METHODS, errorbar="sd", ax=ax)
-    sns.stripplot(acc, x="method", y="acc", order=RUN_METHODS, color="k", size=4, ax=ax)
-    ax.set(ylim=(max(float(acc.acc.min()) - 5, 0), min(float(acc.acc.max()) + 2, 100)), ylabel="test accuracy (%)",
-           title=f"Fashion-MNIST, T={T}, {epochs} epoch(s), {len(seeds)} seed(s) (±sd)")
+    sns.stripplot(acc, x="method", y="acc", order=RUN_METHODS, color="C0", alpha=0.6, size=5, ax=ax)
+    sns.pointplot(acc, x="method", y="acc", order=RUN_METHODS, errorbar="sd", color="k", linestyle="none",
+                  capsize=0.2, markersize=6, ax=ax)
+    ax.set(ylabel="test accuracy (%)", xlabel="method",
+           title=f"Fashion-MNIST, T={T}, {epochs} epoch(s), {len(seeds)} seed(s)\n(dots: seeds; black: mean ± sd)")
     return fig
 
 
@@ -542,8 +549,8 @@ def firing_figure(df: pd.DataFrame):
     rates = rates[rates.epoch == rates.epoch.max()]
     fig, ax = plt.subplots(figsize=(6, 3))
     sns.barplot(rates, x="layer", y="value", hue="method", hue_order=RUN_METHODS, errorbar="sd", ax=ax)
-    ax.set(ylabel="firing rate", title="Firing rate per layer after training")
-    ax.legend(fontsize=7)
+    ax.set(ylabel="firing rate (spikes / neuron / step)", title="Firing rate per layer after training (mean ± sd)")
+    legend_right(ax, title="method", fontsize=9)
     return fig
 
 

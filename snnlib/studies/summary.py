@@ -10,12 +10,12 @@ from __future__ import annotations
 import pandas as pd
 import seaborn as sns
 from matplotlib import pyplot as plt
-from matplotlib.ticker import NullFormatter
 
 from ..experiments.config import load_yaml, resolve
 from ..experiments.tables import final
 from .context import RUN_CONFIGS
 from .measure import memory_vs_T
+from .plotting import log_ticks_at, plain_log_labels
 
 BUDGET_KEYS = ("subset", "test_subset", "epochs")
 MiB = 2 ** 20
@@ -133,15 +133,17 @@ MARKERS = "osD^vP*Xhp"
 
 def accuracy_cost_figure(agg: pd.DataFrame, budget_text: str, memory_batch: int):
     """Test accuracy (mean ± sd over seeds) against training memory of one step and against time
-    per training image; one colour and marker per method, the legend outside the axes."""
+    per training image; one colour (``tab10``, no two alike) and one open marker per method, so that
+    methods at the same place stay visible, the legend outside the axes."""
+    colours = sns.color_palette("tab10", 10)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
-    for ax, x, xlabel in ((axes[0], "memory_MiB", f"training memory of one step (MiB; batch {memory_batch})"),
-                          (axes[1], "time_per_image_ms", "training time per image (ms, median over batches)")):
+    for ax, x, xlabel in ((axes[0], "memory_MiB", f"training memory of one step\n(MiB, log scale; batch {memory_batch})"),
+                          (axes[1], "time_per_image_ms", "training time per image\n(ms, log scale; median over batches)")):
         for i, (m, r) in enumerate(agg.iterrows()):
             ax.errorbar(r[x], r.acc_mean, yerr=0 if pd.isna(r.acc_sd) else r.acc_sd, fmt=MARKERS[i % len(MARKERS)],
-                        color=f"C{i % 10}", label=m, capsize=3, markersize=7)
+                        color=colours[i % 10], mfc="none", mew=1.8, label=m, capsize=3, markersize=9)
         ax.set(xscale="log", xlabel=xlabel)
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        plain_log_labels(ax, "x")
     axes[0].set_ylabel("test accuracy (fraction, mean ± sd)")
     axes[1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, title="method")
     fig.suptitle(f"Same Fashion-MNIST budget: {budget_text}; each method its own model and T")
@@ -153,11 +155,12 @@ def memory_figure(memT: pd.DataFrame, Ts, batch: int):
     """Training memory of one step (MiB) against T per method, log-log, legend outside."""
     fig, ax = plt.subplots(figsize=(8, 4))
     sns.lineplot(memT.assign(MiB=memT.total_bytes / 2**20), x="T", y="MiB", hue="variant", style="variant",
-                 markers=True, dashes=False, ax=ax)
-    ax.set(xscale="log", yscale="log", xlabel="time steps T", ylabel=f"training memory of one step (MiB, batch {batch})",
-           title="Memory against T")
-    ax.set_xticks(list(Ts), [str(t) for t in Ts])
-    ax.xaxis.set_minor_formatter(NullFormatter())
+                 markers=True, dashes=True, palette="tab10", markersize=8, ax=ax)
+    ax.set(xscale="log", yscale="log", xlabel="time steps T (log scale)",
+           ylabel=f"memory of one training step\n(MiB, log scale; batch {batch})",
+           title="Memory against T (coinciding lines overlap; dashes tell them apart)")
+    log_ticks_at(ax, Ts, "x")
+    plain_log_labels(ax, "y")
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, title="method")
     fig.tight_layout()
     return fig
