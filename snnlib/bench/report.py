@@ -184,7 +184,8 @@ def equilibrium_rows(eq: dict | None) -> list[dict]:
     rows = []
     for c in (eq or {}).get("cases", []):
         row = {"case": c["case"], "label": c.get("label", c["case"]), "config": c["config"], "set": c.get("set", {}),
-               "batch_size": c["batch_size"], "errors": {}}
+               "set_new": c.get("set_new", {}), "set_old": c.get("set_old", {}), "batch_size": c["batch_size"],
+               "errors": {}}
         per = {}
         for rd in c["rounds"]:
             for impl, res in rd.items():
@@ -250,7 +251,9 @@ def equilibrium_markdown(rows: list[dict], eq: dict) -> str:
             same = (f"; first step: |loss new - old| {r['first_step_loss_diff']:.1e}, gradient norm relative "
                     f"difference {r['first_step_grad_norm_rel_diff']:.1e}")
         errs = "; FAILED: " + "; ".join(f"{k}: {v}" for k, v in r["errors"].items()) if r["errors"] else ""
-        L.append(f"- {r['label']}: " + "; ".join(parts) + same + errs)
+        only = "".join(f"; {impl} tree only: " + ", ".join(f"{k}={v}" for k, v in r[f"set_{impl}"].items())
+                       for impl in ("new", "old") if r.get(f"set_{impl}"))
+        L.append(f"- {r['label']}: " + "; ".join(parts) + only + same + errs)
     return "\n".join(L)
 
 
