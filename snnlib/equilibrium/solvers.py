@@ -19,9 +19,11 @@ the fixed point of f/2, not of f (a documented defect, kept for comparison only)
 Speed: the history of Broyden and Anderson lives in buffers borrowed from a ``Workspace``
 (``WORKSPACE`` by default), so repeated solves of one shape (every training step) allocate
 and fill nothing; every product with the history is a batched matrix product of row vectors
-([B, r, n] x [B, n, k] and [B, r, k] x [B, k, n]), the fast layout of CPU BLAS. Per evaluation
-of f the bookkeeping reads one small tensor back (both batch norms and the improved-sample
-count) and keeps the best iterate by reference (solvers never modify an iterate in place).
+([B, r, n] x [B, n, k] and [B, r, k] x [B, k, n]), the fast layout of CPU BLAS; Broyden reads
+each history buffer twice per step (the products are memory-bound: bytes read set the time).
+Per evaluation of f the bookkeeping reads one small tensor back (both batch norms, and the
+improved-sample count when the best iterate is kept by reference); Broyden writes its iterates
+into a reused buffer and picks each sample's best at the end.
 """
 from __future__ import annotations
 
