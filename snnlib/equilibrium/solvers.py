@@ -346,11 +346,11 @@ def broyden(f: Callable, x0: torch.Tensor, *, max_iter: int = 30, tol: float = 1
     form B = -I + sum u_i v_i^T: storing w saves a negation per step.)
 
     The update after the step dz (g -> g', dg = g' - g) is u = (dz - B dg) / (v . dg) with
-    v = B^T dz. Since the last step was dz = -B g, dz - B dg = -B g' =: y, so each step needs
-    only two products with the history, each read once per factor: w = -B^T dz = dz + W (U^T dz)
-    and y = g' + U (W^T g'); then u = -y / (w . dg) and the next step
-    dz' = -B'' g' = y + u (w . g') (less the overwritten pair's term u_j (w_j . g') once the
-    memory is full). Samples whose denominator vanishes get u = 0 (no update).
+    v = B^T dz. Since the last step was dz = -B g, dz - B dg = -B g' =: y, so a step reads U and
+    W twice each (four batched products): w = -B^T dz = dz + W (U^T dz) and y = g' + U (W^T g');
+    then u = -y / (w . dg), and the next step is -B_new g' = y + u (w . g'), less the term
+    u_j (w_j . g') of the pair j about to be overwritten once the memory is full. Samples whose
+    denominator vanishes get no update (u = w = 0). No update follows the last evaluation.
     U, W ([B, memory, n] each), the two residual rows and the iterates ([max_iter, B, n]) are
     borrowed from ``workspace`` (None: fresh buffers); the best iterate per sample is picked at
     the end from the recorded residual norms.
