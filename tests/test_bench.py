@@ -199,3 +199,24 @@ def test_equilibrium_worker_times_the_working_tree_and_the_old_commit(tmp_path):
         assert res[impl]["solver"][0]["backward_nstep"] == 5.0 and res[impl]["median"]["vjp"] > 0
     assert res["new"]["determinism"]["fill_uninitialized_memory"] is False
     assert res["new"]["first_step"]["loss"] == pytest.approx(res["old"]["first_step"]["loss"], rel=1e-6)
+
+
+def test_equilibrium_report_gives_the_cpu_time_ratio_when_both_trees_record_it():
+    def result(wall, cpu=None):
+        r = _eq_result(wall)
+        if cpu is not None:
+            r["median"]["cpu_s"] = cpu
+        return r
+    eq = {"old_commit": "abc1234", "old_skipped": None,
+          "cases": [{"case": "ide_f400", "config": "ide_fmnist_f400", "batch_size": 128,
+                     "set_new": {"model.bn_init": "default"},
+                     "rounds": [{"new": result(0.1, 0.2), "old": result(0.5, 0.6)},
+                                {"old": result(0.6, 0.9), "new": result(0.2, 0.3)}]}]}
+    (row,) = report.equilibrium_rows(eq)
+    assert row["cpu_speedup"] == pytest.approx({"median": 3.0, "min": 3.0, "max": 3.0, "n": 2})
+    md = report.equilibrium_markdown([row], eq)
+    assert "| 4.00x (3.00-5.00) | 3.00x (3.00-3.00) |" in md and "new tree only: model.bn_init=default" in md
+    assert "by CPU time 3.00x" in report.equilibrium_checks([row])[1]
+    eq["cases"][0]["rounds"][0]["old"]["median"].pop("cpu_s")      # an old record without CPU time
+    (row,) = report.equilibrium_rows(eq)
+    assert row["cpu_speedup"]["n"] == 1

@@ -238,3 +238,16 @@ def test_rate_map_clamp_has_torch_clamp_values_and_gradients():
     assert torch.equal(*(torch.autograd.grad(y, x, gout)[0] for y in (y1, y2)))
     with torch.no_grad():
         assert clamp01(x).grad_fn is None
+
+
+@pytest.mark.parametrize("memory", [27, 5])
+def test_broyden_implicit_gradient_equals_the_dense_solve_to_1e_10(memory):
+    """float64: the Broyden backward (run to convergence; memory 5 keeps overwriting its oldest
+    pair) gives every parameter gradient of the dense solve to 1e-10 relative."""
+    net = small_net()
+    exact, _ = grads(net, "exact")
+    g, res = grads(net, "broyden", max_iter=200, tol=1e-14, memory=memory)
+    assert res.record.stats["rel_lowest"] < 1e-13
+    num = math.sqrt(sum(float((a - b).pow(2).sum()) for a, b in zip(g, exact)))
+    den = math.sqrt(sum(float(b.pow(2).sum()) for b in exact))
+    assert num / den < 1e-10

@@ -216,3 +216,78 @@ def test_anderson_damping_mixes_iterates_and_images():
     f, exact, _, _ = contractive_system()
     z, st = anderson(f, torch.zeros(3, 12), max_iter=200, tol=1e-12, beta=0.6, m=3)
     assert st.converged and torch.allclose(z, exact, atol=1e-9)
+
+
+def recording(f):
+    """f that keeps a copy of every iterate it is called on."""
+    seen = []
+
+    def g(z):
+        seen.append(z.detach().clone())
+        return f(z)
+    return g, seen
+
+
+@pytest.mark.parametrize("memory", [27, 4])
+def test_broyden_iterates_match_the_plain_formulas(memory):
+    """Every iterate (not only the residual norms) equals the plain reference's to rounding: the
+    update u = (dz - B dg) / (v . dg) computed as -B g' / (v . dg) and the next step -B'' g' from
+    the same product with the history (memory 4 < 14 iterations overwrites the oldest pair)."""
+    B, n = 3, 20
+    A = torch.randn(B, n, n)
+    A = 0.8 * A / torch.linalg.matrix_norm(A, ord=2).view(B, 1, 1)
+    b = torch.randn(B, n)
+    f = lambda z: torch.tanh((A @ z.reshape(B, n, 1))[..., 0] + b)
+    f_ref, ref_seen = recording(f)
+    reference_broyden(f_ref, torch.zeros(B, n), 14, memory)
+    f_new, new_seen = recording(f)
+    broyden(f_new, torch.zeros(B, n), max_iter=14, tol=0.0, memory=memory)
+    assert len(new_seen) == len(ref_seen) == 14
+    for zr, zn in zip(ref_seen, new_seen):
+        assert torch.allclose(zn, zr, rtol=1e-9, atol=1e-12)
+
+
+def test_broyden_returns_each_samples_first_lowest_residual_iterate():
+    """The result is, per sample, the iterate of lowest residual seen (the first such), picked at the
+    end from the recorded norms; here the residuals of the samples are not monotone."""
+    B, n = 4, 10
+    A = torch.randn(B, n, n)
+    A = 5.0 * A / torch.linalg.matrix_norm(A, ord=2).view(B, 1, 1)     # far from contractive: erratic residuals
+    b = torch.randn(B, n)
+    f = lambda z: torch.sin((A @ z.reshape(B, n, 1))[..., 0] + b)
+    f_rec, seen = recording(f)
+    z, st = broyden(f_rec, torch.zeros(B, n), max_iter=9, tol=0.0)
+    res = torch.stack([(f(s) - s).norm(dim=1) for s in seen])        # [steps, B]
+    best = res.argmin(0)
+    assert (best != best[0]).any() and (best < len(seen) - 1).any()  # the samples' best steps differ, not all last
+    expected = torch.stack([seen[int(best[i])][i] for i in range(B)])
+    assert torch.equal(z, expected)
+    assert st.abs_lowest == pytest.approx(float(res.min(0).values.norm()), rel=1e-12)
+
+
+def test_broyden_skips_the_update_of_a_sample_whose_denominator_vanishes():
+    """A sample at its fixed point from the start (f(z) = z there: g = 0, so v . dg = 0) gets no
+    update and no NaN and stays put; the other samples are solved exactly as without it."""
+    f, exact, A, b = contractive_system(B=3, n=12)
+    still = torch.tensor([False, True, False]).view(3, 1)
+    f_mixed = lambda v: torch.where(still, v, f(v))
+    x0 = torch.zeros(3, 12)
+    x0[1] = 0.25
+    z, st = broyden(f_mixed, x0, max_iter=40, tol=1e-12)
+    assert torch.isfinite(z).all() and st.converged
+    assert torch.equal(z[1], x0[1])
+    keep = [0, 2]
+    f2 = lambda v: ((A[keep] @ v.reshape(2, 12, 1))[..., 0] + b[keep])
+    z2, _ = broyden(f2, torch.zeros(2, 12), max_iter=40, tol=1e-12)
+    assert torch.allclose(z[keep], z2, atol=1e-12) and torch.allclose(z2, exact[keep], atol=1e-9)
+
+
+def test_broyden_result_does_not_share_the_workspace():
+    """The returned iterate is a copy: a later solve of the same shape (same reused buffers) leaves it unchanged."""
+    from snnlib.equilibrium.solvers import Workspace
+    ws = Workspace()
+    f, exact, _, _ = contractive_system()
+    z1, _ = broyden(f, torch.zeros(3, 12), max_iter=30, tol=1e-12, workspace=ws)
+    kept = z1.clone()
+    broyden(lambda v: 0.5 * torch.cos(v), torch.ones(3, 12), max_iter=30, tol=1e-12, workspace=ws)
+    assert torch.equal(z1, kept) and torch.allclose(z1, exact, atol=1e-9)

@@ -12,7 +12,8 @@ also printed) and figures under ``figures/bench/``.
 Section ``equilibrium``: training steps of IDE, MPIS and SPIDE timed in processes that alternate
 the working tree and the library at ``equilibrium.old_commit`` (extracted with ``git archive``
 into ``<results>/old-<commit>/``; skipped, with the reason, without git or that commit), each
-step split into phases by ``snnlib/bench/equilibrium.py``.
+step split into phases by ``snnlib/bench/equilibrium.py``. A case's ``set`` overrides the config
+for both trees, ``set_new`` / ``set_old`` for one tree only (options the other tree lacks).
 """
 from __future__ import annotations
 
@@ -177,11 +178,14 @@ def equilibrium_section(r: Runner, cfg: dict, out: Path, log=print) -> dict:
         args = {"root": str(ROOT), "config": case["config"], "set": case.get("set", {}),
                 "batch_size": case["batch_size"], "warmup": case.get("warmup", e["warmup"]),
                 "steps": case.get("steps", e["steps"]), "threads": e.get("threads", cfg["threads"])}
+        per_tree = {impl: {**args, "set": {**args["set"], **case.get(f"set_{impl}", {})}} for impl in trees}
         rounds = []
         for i in range(case.get("rounds", e["rounds"])):
             order = list(trees) if i % 2 == 0 else list(reversed(list(trees)))
-            rounds.append({impl: r.run_tree(f"eq_{name}_{impl}", args, trees[impl]) for impl in order})
-        cases.append({"case": name, "label": case.get("label", name), **args, "rounds": rounds})
+            rounds.append({impl: r.run_tree(f"eq_{name}_{impl}", per_tree[impl], trees[impl]) for impl in order})
+        cases.append({"case": name, "label": case.get("label", name), **args,
+                      **{f"set_{impl}": case[f"set_{impl}"] for impl in trees if f"set_{impl}" in case},
+                      "rounds": rounds})
     return {"old_commit": e["old_commit"], "old_code": str(old) if old else None, "old_skipped": reason,
             "cases": cases}
 

@@ -17,6 +17,8 @@ at run time:
 ARGS: {"root" (where configs/runs is), "config", "set" (dotted overrides), "batch", "batch_size", "T", "warmup", "steps", "threads",
 "seed"}; top-level config keys this tree does not know (e.g. documentation) are dropped. OUT: per-step wall seconds and phases, step statistics, the determinism setting in force,
 the first step's loss and gradient norm (to check that both trees compute the same step).
+Each step records its wall time and the CPU time of this process (all threads): on a machine
+shared with other jobs the CPU time does not count the waits for a core.
 """
 from __future__ import annotations
 
@@ -131,14 +133,14 @@ def run(args: dict) -> dict:
         if i == args["warmup"]:
             timed, stats = [], []
         clock.reset()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         st = method.train_step(x, y, optimizer)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         if first is None:
             gn = [p.grad.norm() for p in model.parameters() if p.grad is not None]
             first = {"loss": float(st["loss"]), "grad_norm": float(torch.stack(gn).norm()) if gn else 0.0}
         if i >= args["warmup"]:
-            timed.append({"wall_s": wall, **clock.split(wall)})
+            timed.append({"wall_s": wall, "cpu_s": cpu, **clock.split(wall)})
             stats.append({k: v for k, v in (st.get("solver") or {}).items() if isinstance(v, (int, float))})
     med = {k: statistics.median(s[k] for s in timed) for k in timed[0]}
     return {"config": args["config"], "set": args.get("set", {}), "batch_size": B, "T": cfg["T"],

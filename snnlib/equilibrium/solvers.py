@@ -19,9 +19,11 @@ the fixed point of f/2, not of f (a documented defect, kept for comparison only)
 Speed: the history of Broyden and Anderson lives in buffers borrowed from a ``Workspace``
 (``WORKSPACE`` by default), so repeated solves of one shape (every training step) allocate
 and fill nothing; every product with the history is a batched matrix product of row vectors
-([B, r, n] x [B, n, k] and [B, r, k] x [B, k, n]), the fast layout of CPU BLAS. Per evaluation
-of f the bookkeeping reads one small tensor back (both batch norms and the improved-sample
-count) and keeps the best iterate by reference (solvers never modify an iterate in place).
+([B, r, n] x [B, n, k] and [B, r, k] x [B, k, n]), the fast layout of CPU BLAS; Broyden reads
+each history buffer twice per step (the products are memory-bound: bytes read set the time).
+Per evaluation of f the bookkeeping reads one small tensor back (both batch norms, and the
+improved-sample count when the best iterate is kept by reference); Broyden writes its iterates
+into a reused buffer and picks each sample's best at the end.
 """
 from __future__ import annotations
 
@@ -115,14 +117,22 @@ def _fresh(shape, like):
 
 
 class _Tracker:
-    """Residual bookkeeping shared by the solvers: traces, per-sample best iterate, stopping."""
+    """Residual bookkeeping shared by the solvers: traces, per-sample best iterate, stopping.
 
-    def __init__(self, name: str, z0: torch.Tensor, tol: float, stop_mode: str):
-        if stop_mode not in STOP_MODES:
-            raise ValueError(f"stop_mode must be one of {STOP_MODES}, got {stop_mode!r}")
-        if not torch.is_tensor(z0) or z0.dim() < 1 or z0.shape[0] == 0:
-            raise ValueError(f"x0 must be a batched tensor [B, ...] with B >= 1, got {getattr(z0, 'shape', z0)}")
+    Two ways to keep the best iterate per sample: by reference (default; solvers never modify an
+    iterate in place), or, with ``iterates`` ([max_iter, B, n], iterate k written to
+    ``iterates[k]`` by the solver before its k-th record), by picking, at the end, the iterate
+    of lowest residual from the per-sample norms recorded on the way (no selection per step)."""
+
+    def __init__(self, name: str, z0: torch.Tensor, tol: float, stop_mode: str,
+                 iterates: torch.Tensor | None = None):
+        _check_start(z0, stop_mode)
         self.stat = SolverStat(name=name, tol=float(tol), stop_mode=stop_mode)
+        self.shape = z0.shape
+        self.iterates = iterates
+        if iterates is not None:         # per step and sample: (||r||, ||f(z)||)
+            self.norms = torch.empty(iterates.shape[0], 2, z0.shape[0], dtype=z0.dtype, device=z0.device)
+            return
         self.best = z0.detach().clone()
         self._z0_ptr = z0.data_ptr()
         self.best_res = torch.full((z0.shape[0],), math.inf, dtype=z0.dtype, device=z0.device)
@@ -131,48 +141,74 @@ class _Tracker:
     def record(self, z: torch.Tensor, fz: torch.Tensor, r: torch.Tensor | None = None) -> bool:
         """Record f(z) for iterate z (``r``: f(z) - z as [B, n] when the solver has it already);
         returns True when the stopping criterion is met. The solver must not modify ``z`` later
-        (the best iterate is kept by reference)."""
+        (the best iterate is kept by reference, or lives in ``iterates``)."""
         B = z.shape[0]
         if r is None:
             r = fz - z
-        rs = torch.linalg.vector_norm(r.reshape(B, -1), dim=1)         # per sample, in the iterate's dtype
-        fs = torch.linalg.vector_norm(fz.reshape(B, -1), dim=1)
-        better = rs < self.best_res
-        # one read-out per step: the squared batch norms (accumulated in float64) and how many samples
-        # improved (the squares of the 0/1 flags are the flags)
-        a2, f2, n_better = torch.stack((rs, fs, better.to(rs.dtype))).double().square_().sum(1).tolist()
+        st = self.stat
+        if self.iterates is not None:
+            norms = self.norms[st.nstep]
+            torch.linalg.vector_norm(r.reshape(B, -1), dim=1, out=norms[0])
+            torch.linalg.vector_norm(fz.reshape(B, -1), dim=1, out=norms[1])
+            # one read-out per step: the batch norms, accumulated in float64
+            a, fn = torch.linalg.vector_norm(norms, dim=1, dtype=torch.float64).tolist()
+            a2, f2 = a * a, fn * fn
+        else:
+            rs = torch.linalg.vector_norm(r.reshape(B, -1), dim=1)         # per sample, in the iterate's dtype
+            fs = torch.linalg.vector_norm(fz.reshape(B, -1), dim=1)
+            better = rs < self.best_res
+            # one read-out per step: the squared batch norms (accumulated in float64) and how many samples
+            # improved (the squares of the 0/1 flags are the flags)
+            a2, f2, n_better = torch.stack((rs, fs, better.to(rs.dtype))).double().square_().sum(1).tolist()
         if not math.isfinite(a2):
-            raise FloatingPointError(f"{self.stat.name}: the residual became non-finite at step "
-                                     f"{self.stat.nstep + 1}; the iteration diverged")
+            raise FloatingPointError(f"{st.name}: the residual became non-finite at step "
+                                     f"{st.nstep + 1}; the iteration diverged")
         a = math.sqrt(a2)
         rel = a / (math.sqrt(f2) + EPS)
-        st = self.stat
         st.nstep += 1
         st.abs_trace.append(a)
         st.rel_trace.append(rel)
-        if n_better == B:                 # the common case: keep this iterate (no copy, no masked select)
-            self.best = z.detach().reshape(self.best.shape)
-            self.best_res, self.best_fnorm = rs, fs
-        elif n_better > 0:
-            shape = (B,) + (1,) * (self.best.dim() - 1)
-            self.best = torch.where(better.view(shape), z.detach().reshape(self.best.shape), self.best)
-            self.best_res = torch.where(better, rs, self.best_res)
-            self.best_fnorm = torch.where(better, fs, self.best_fnorm)
+        if self.iterates is None:
+            if n_better == B:                 # the common case: keep this iterate (no copy, no masked select)
+                self.best = z.detach().reshape(self.best.shape)
+                self.best_res, self.best_fnorm = rs, fs
+            elif n_better > 0:
+                shape = (B,) + (1,) * (self.best.dim() - 1)
+                self.best = torch.where(better.view(shape), z.detach().reshape(self.best.shape), self.best)
+                self.best_res = torch.where(better, rs, self.best_res)
+                self.best_fnorm = torch.where(better, fs, self.best_fnorm)
         value = a if st.stop_mode == "abs" else rel
         return value < st.tol
 
     def finish(self, buffer_bytes: int = 0, last: torch.Tensor | None = None):
-        """(best iterate, stat); ``last`` returns that iterate instead of the best one."""
+        """(best iterate, stat); ``last`` returns that iterate instead of the best one. The result
+        never shares memory with the caller's x0 or with the ``iterates`` buffer."""
         st = self.stat
-        if last is not None:
-            self.best = last.detach()
-        if self.best.data_ptr() == self._z0_ptr:      # never hand the caller's own tensor back
-            self.best = self.best.clone()
+        if self.iterates is not None:
+            steps, B = st.nstep, self.shape[0]
+            rs = self.norms[:steps, 0]
+            step = rs.argmin(0)                 # per sample, the first step of lowest residual
+            flat = step * B + torch.arange(B, device=step.device)      # row of (step, sample) in [steps * B, n]
+            self.best = self.iterates[:steps].reshape(steps * B, -1).index_select(0, flat).reshape(self.shape)
+            self.best_res = rs.reshape(-1).index_select(0, flat)
+            self.best_fnorm = self.norms[:steps, 1].reshape(-1).index_select(0, flat)
+        else:
+            if last is not None:
+                self.best = last.detach()
+            if self.best.data_ptr() == self._z0_ptr:      # never hand the caller's own tensor back
+                self.best = self.best.clone()
         st.abs_lowest = float(self.best_res.double().norm())
         st.rel_lowest = st.abs_lowest / (float(self.best_fnorm.double().norm()) + EPS)
         st.converged = (st.abs_lowest if st.stop_mode == "abs" else st.rel_lowest) < st.tol
         st.buffer_bytes = int(buffer_bytes)
         return self.best, st
+
+
+def _check_start(x0, stop_mode):
+    if stop_mode not in STOP_MODES:
+        raise ValueError(f"stop_mode must be one of {STOP_MODES}, got {stop_mode!r}")
+    if not torch.is_tensor(x0) or x0.dim() < 1 or x0.shape[0] == 0:
+        raise ValueError(f"x0 must be a batched tensor [B, ...] with B >= 1, got {getattr(x0, 'shape', x0)}")
 
 
 def _check(max_iter, tol):
@@ -309,63 +345,67 @@ def broyden(f: Callable, x0: torch.Tensor, *, max_iter: int = 30, tol: float = 1
     updates kept (the oldest is overwritten). Step: dz = -B g(z). (``w_i = -v_i`` of the usual
     form B = -I + sum u_i v_i^T: storing w saves a negation per step.)
 
-    Per step the history is read four times, each a batched product of row vectors: U^T dz and
-    w = dz + W (U^T dz) = -B^T dz, then W^T (dg, g) and (dg, g) + U W^T (dg, g) = -(B dg, B' g)
-    (B' the history without the pair about to be overwritten; the new pair is added as a
-    rank-one term). U and W ([B, memory, n] each) and the step's rows are borrowed from
-    ``workspace`` (None: fresh buffers); the new pair is written into its slot in place.
+    The update after the step dz (g -> g', dg = g' - g) is u = (dz - B dg) / (v . dg) with
+    v = B^T dz. Since the last step was dz = -B g, dz - B dg = -B g' =: y, so a step reads U and
+    W twice each (four batched products): w = -B^T dz = dz + W (U^T dz) and y = g' + U (W^T g');
+    then u = -y / (w . dg), and the next step is -B_new g' = y + u (w . g'), less the term
+    u_j (w_j . g') of the pair j about to be overwritten once the memory is full. Samples whose
+    denominator vanishes get no update (u = w = 0). No update follows the last evaluation.
+    U, W ([B, memory, n] each), the two residual rows and the iterates ([max_iter, B, n]) are
+    borrowed from ``workspace`` (None: fresh buffers); the best iterate per sample is picked at
+    the end from the recorded residual norms.
     """
     _check(max_iter, tol)
     if memory < 1:
         raise ValueError(f"Broyden memory must be >= 1, got {memory}")
-    tr = _Tracker("broyden", x0, tol, stop_mode)
+    _check_start(x0, stop_mode)
     shape = x0.shape
     B = shape[0]
     n = x0[0].numel()
     mem = min(memory, max(max_iter - 1, 1))
-    with _borrow(workspace, (2, B, mem, n), x0) as hist, _borrow(workspace, (2, B, 2, n), x0) as work:
+    with _borrow(workspace, (2, B, mem, n), x0) as hist, _borrow(workspace, (2, B, 2, n), x0) as work, \
+            _borrow(workspace, (max_iter, B, n), x0) as Z:
+        tr = _Tracker("broyden", x0, tol, stop_mode, iterates=Z)
         U, W = hist[0], hist[1]           # row i: u_i and w_i of the i-th kept update
-        used = 0
-        z = x0.reshape(B, n)
+        z = Z[0].copy_(x0.reshape(B, n))
         fz = f(x0)
         gz = fz.reshape(B, n) - z
         done = tr.record(z, fz, gz)
         dz = gz
+        used = 0
+        zero = x0.new_zeros(())
         while not done and tr.stat.nstep < max_iter:
-            z = z + dz
-            fz = f(z.reshape(shape))
-            rows = work[tr.stat.nstep % 2]        # (dg, g) of this step; the other half holds the last g
+            z = torch.add(z, dz, out=Z[tr.stat.nstep])
+            fz = f(z.view(shape))
+            rows = work[tr.stat.nstep % 2]        # (dg, g') of this step; the other half holds g
             g_new = torch.sub(fz.reshape(B, n), z, out=rows[:, 1])
             done = tr.record(z, fz, g_new)
-            if done:
+            if done or tr.stat.nstep == max_iter:     # no further step: skip the update
                 break
             torch.sub(g_new, gz, out=rows[:, 0])      # dg
             gz = g_new
             k = min(used, mem)
             slot = used % mem
+            dz1, g1 = dz.unsqueeze(1), g_new.unsqueeze(1)
             if k == 0:
-                w, P = dz.unsqueeze(1), rows
+                w, y = dz1, g1
             else:
-                coef = torch.bmm(dz.unsqueeze(1), U[:, :k].transpose(1, 2))            # u_i . dz  [B, 1, k]
-                w = torch.baddbmm(dz.unsqueeze(1), coef, W[:, :k])                     # -B^T dz  [B, 1, n]
-                coef = torch.bmm(rows, W[:, :k].transpose(1, 2))                       # w_i . (dg, g)  [B, 2, k]
-                if used >= mem:
-                    coef[:, 1, slot] = 0.0          # B' (for the next step) drops the overwritten pair
-                P = torch.baddbmm(rows, coef, U[:, :k])                                # -(B dg, B' g)  [B, 2, n]
-            dots = torch.bmm(rows, w.transpose(1, 2))         # (w . dg, w . g)  [B, 2, 1]
-            den = dots[:, 0]
+                Uk, Wk = U[:, :k], W[:, :k]
+                w = torch.baddbmm(dz1, torch.bmm(dz1, Uk.transpose(1, 2)), Wk)      # -B^T dz  [B, 1, n]
+                coef = torch.bmm(g1, Wk.transpose(1, 2))                              # w_i . g'  [B, 1, k]
+                y = torch.baddbmm(g1, coef, Uk)                                       # -B g'  [B, 1, n]
+            dots = torch.bmm(w, rows.transpose(1, 2))[:, 0]       # (w . dg, w . g')  [B, 2]
+            den = dots[:, :1]
+            y = y[:, 0]
             ok = den.abs() > 1e-30
-            u = U[:, slot]
-            if ok.all():                          # u = (dz - B dg) / (v . dg) with v = -w
-                torch.add(dz, P[:, 0], out=u).div_(den.neg())
-            else:                             # no update for samples whose denominator vanished
-                u.copy_(torch.where(ok, (dz + P[:, 0]) / torch.where(ok, -den, torch.ones_like(den)),
-                                    torch.zeros_like(dz)))
-                w = torch.where(ok.unsqueeze(1), w, torch.zeros_like(w))
-            W[:, slot] = w[:, 0]
+            scale = torch.where(ok, den.reciprocal().neg_(), 0.0)        # -1 / (w . dg), or 0: no update
+            # -B' g': without the term of the pair about to be overwritten (once the memory is full)
+            p = y if used < mem else torch.addcmul(y, U[:, slot], coef[:, 0, slot:slot + 1], value=-1.0)
+            u = torch.mul(y, scale, out=U[:, slot])
+            torch.where(ok, w[:, 0], zero, out=W[:, slot])
             used += 1
-            dz = torch.addcmul(P[:, 1], u, dots[:, 1])        # -B' g - u v^T g with v^T g = -(w . g)
-        return tr.finish(buffer_bytes=2 * _nbytes(U) + 4 * _nbytes(x0))
+            dz = torch.addcmul(p, u, dots[:, 1:])        # -B'' g' = -B' g' + u (w . g')
+        return tr.finish(buffer_bytes=_nbytes(hist) + _nbytes(work) + _nbytes(Z))
 
 
 SOLVERS = Registry("solver")
