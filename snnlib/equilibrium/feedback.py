@@ -398,6 +398,9 @@ class FeedbackSNN(nn.Module):
         if grad and not torch.is_grad_enabled():
             raise RuntimeError("a surrogate-gradient (BPTT) simulation needs autograd enabled")
         loop_bn = "module" if grad else self.sim_bn
+        if not grad:
+            with torch.no_grad():
+                return self._simulate_no_grad(drive, T, rate, loop_bn)
         K = len(self.streams)
         kw = dict(leak=self.leak, v_th=self.v_th, reset="soft", u_rest=self.u_rest, surrogate=sur)
         v = [[0.0] * st.n_layers for st in self.streams]
@@ -438,6 +441,59 @@ class FeedbackSNN(nn.Module):
                 state += sum(s.numel() * s.element_size() for s in last)
         cT = rate_normaliser(T, self.leak)
         rates = [[a / cT for a in row] for row in acc]
+        firing = [[float(n) / (T * a.numel()) for n, a in zip(cr, ar)] for cr, ar in zip(count, acc)]
+        return Simulation(rates=rates, firing=firing, T=T, state_bytes=int(state), names=self.layer_names())
+
+    def _simulate_no_grad(self, drive: Drive, T: int, rate: str, loop_bn: str) -> Simulation:
+        """``_simulate`` without a surrogate: the same steps and values (Heaviside spikes, soft
+        reset), with potentials and accumulators updated in place and image tensors in
+        channels-last order (``channels_last``); the rates are returned in the usual order."""
+        K = len(self.streams)
+        leak, v_th, V = self.leak, self.v_th, self.V
+        v = [[0.0] * st.n_layers for st in self.streams]
+        acc = [[None] * st.n_layers for st in self.streams]
+        count = [[0.0] * st.n_layers for st in self.streams]
+        last = [None] * K
+        state = 0
+        static = [channels_last(I.detach()) if f is None else None for I, f in zip(drive.static, drive.frames)]
+
+        def fire(x, v):
+            """lif_step(x, v) with a Heaviside and soft reset; v's storage becomes v_next."""
+            h = x + leak * v if not isinstance(v, torch.Tensor) else (v.mul_(leak) if leak != 1.0 else v).add_(x)
+            s = torch.ge(h, v_th, out=torch.empty_like(h))      # = H(h - v_th): h - v_th is 0 only at h = v_th
+            return s, h.sub_(s, alpha=V)            # h - s V (s V exact)
+
+        for t in range(T):
+            c = []
+            for k, st in enumerate(self.streams):
+                I = static[k] if static[k] is not None else channels_last(self._frame_current(drive, k, t, False))
+                if t > 0:
+                    I = st.feedback(last[k], bn_mode=loop_bn, output_size=I.shape[-2:] if I.dim() == 4 else None) + I
+                c.append(I)
+            if self.fusion_mode == "current":
+                c = list(self.fusion(c[0], c[1]))
+            elif self.fusion_mode == "membrane_snn_only":
+                h = [leak * v[k][0] + c[k] for k in range(K)]
+                c = list(self.fusion(h[0], h[1]))       # fire on the fused potentials: h = 0 * leak + h
+                for k in range(K):
+                    v[k][0] = 0.0
+            for k, st in enumerate(self.streams):
+                maps = [None] + list(st.forward_maps)
+                s = None
+                for l in range(st.n_layers):
+                    x = c[k] if l == 0 else maps[l](s, bn_mode=loop_bn)
+                    s, v[k][l] = fire(x, v[k][l])
+                    if acc[k][l] is None:
+                        acc[k][l] = s.clone()
+                    elif rate == "weighted":
+                        (acc[k][l].mul_(leak) if leak != 1.0 else acc[k][l]).add_(s)
+                    count[k][l] = count[k][l] + s.sum()
+                last[k] = s
+            if t == 0:
+                state = sum(2 * a.numel() * a.element_size() for row in acc for a in row)
+                state += sum(s.numel() * s.element_size() for s in last)
+        cT = rate_normaliser(T, self.leak)
+        rates = [[(a / cT).contiguous() for a in row] for row in acc]
         firing = [[float(n) / (T * a.numel()) for n, a in zip(cr, ar)] for cr, ar in zip(count, acc)]
         return Simulation(rates=rates, firing=firing, T=T, state_bytes=int(state), names=self.layer_names())
 
