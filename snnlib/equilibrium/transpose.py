@@ -236,10 +236,10 @@ def bn_transpose(bn: nn.Module, z: torch.Tensor) -> TransposedOp:
     xhat = (z - mean) * inv
     s_xhat = s * xhat
 
-    def fn(y):
+    def fn(y):                  # s y - s mean(y) - s xhat mean(y xhat), in two passes over y
         m_y = y.sum(dims, keepdim=True).div_(n)
         m_yx = (y * xhat).sum(dims, keepdim=True).div_(n)
-        return (y - m_y).mul_(s).sub_(s_xhat * m_yx)
+        return torch.addcmul(-(s * m_y), y, s).addcmul_(s_xhat, m_yx, value=-1.0)
 
     def reach(y):
         raise NotImplementedError("a batch-statistics BatchNorm couples every unit of a channel: no synaptic-operation rule")
