@@ -145,3 +145,22 @@ def test_bad_arguments_are_named():
     net = small()
     with pytest.raises(ValueError, match="static inputs"):
         net.encode(torch.zeros(2, 5, 1, 28, 28), 5)
+
+
+@pytest.mark.parametrize("kw,rate", [({}, "weighted"), ({"fusion": "membrane_snn_only"}, "step0"),
+                                     ({"streams": 1, "leak": 1.0}, "weighted")],
+                         ids=["current", "membrane_step0", "one_stream_IF"])
+def test_no_grad_simulation_gives_the_unrolled_simulations_rates(f64_seeded, kw, rate):
+    """The no-grad simulation (in-place updates, channels-last) computes the same spikes as the
+    graph-keeping one: batch statistics in both, the same dropout masks."""
+    net = small(sim_bn="batch", dropout=0.2, **kw).train()
+    x = torch.randn(4, 1, 28, 28)
+    inputs, events = net.encode(x, 6)
+    drive = net.snn.drive(inputs, events=events)
+    with torch.no_grad():
+        fast = net.snn.simulate(drive, 6, rate=rate)
+    unrolled = net.snn.simulate(drive, 6, rate=rate, surrogate="sigmoid")
+    assert fast.firing == unrolled.firing and any(f > 0 for row in fast.firing for f in row)
+    for a, b in zip(fast.rates, unrolled.rates):
+        for ra, rb in zip(a, b):
+            assert ra.is_contiguous() and torch.equal(ra, rb.detach())

@@ -165,3 +165,16 @@ def test_shared_dropout_reuses_its_mask_over_time_until_reset():
     assert not torch.equal(d(x[0]), y[0])        # a new batch, a new mask
     d.eval()
     assert torch.equal(d(x[0]), x[0])
+
+
+def test_shared_dropout_draws_the_same_mask_whatever_the_memory_layout():
+    from snnlib.layers import SharedDropout
+    x = torch.ones(4, 3, 5, 6)
+    masks = []
+    for like in (x, x.contiguous(memory_format=torch.channels_last)):
+        torch.manual_seed(1)
+        d = SharedDropout(0.5)
+        y = d(like)
+        assert y.is_contiguous(memory_format=torch.channels_last) == (like is not x)
+        masks.append(d.mask)
+    assert torch.equal(masks[0], masks[1])

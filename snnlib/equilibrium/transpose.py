@@ -3,7 +3,8 @@
 ``transpose_of(module, in_shape)`` gives a ``TransposedOp``: the transpose of the linear part
 (no bias) of a module, mapping an output-shaped tensor [B, *out] to an input-shaped one
 [B, *in]. ``map_transpose`` does the same for a ``SynapseMap`` between two layers (op, then
-its shared dropout mask), ``stream_transposes`` for every map of a ``Stream``. They serve
+its shared dropout mask; a BatchNorm in between is linearised at its input, ``bn_transpose``),
+``stream_transposes`` for every map of a ``Stream``. They serve
 SPIDE's spiking backward, the analytic VJP of the rate map (``FeedbackSNN.rate_map_vjp``) and
 the synaptic-operation counts (``snnlib.metrics.spike_ops``). ``output_padding`` is the
 output padding that makes a transposed convolution hit a given size.
@@ -18,7 +19,8 @@ from torch.nn import functional as F
 
 from ..layers import SharedDropout
 
-__all__ = ["TransposedOp", "transpose_of", "map_transpose", "stream_transposes", "output_padding"]
+__all__ = ["TransposedOp", "transpose_of", "map_transpose", "stream_transposes", "output_padding", "bn_transpose",
+           "dropout_mask"]
 
 
 def output_padding(op: nn.Module, src_hw, dst_hw) -> tuple[int, int]:
@@ -109,20 +111,23 @@ def _avgpool_t(pool: nn.AvgPool2d, in_shape, out_shape):
     return TransposedOp(lambda y: fn(y, 1.0 / (k[0] * k[1])), lambda y: fn(y, 1.0), "avg_pool2d^T")
 
 
-def _dropout_t(drop: SharedDropout):
-    def mask(y):
-        if not drop.training or drop.p == 0.0:
-            return None
-        if drop.mask is None or drop.mask.shape != y.shape:
-            raise RuntimeError("SharedDropout has no mask for this batch: run the forward simulation first")
-        return drop.mask
+def dropout_mask(drop: SharedDropout, shape) -> torch.Tensor | None:
+    """The mask ``drop`` multiplies a batch shaped ``shape`` by (None: identity, in eval mode or
+    with p = 0). RuntimeError when no mask of that shape has been drawn yet."""
+    if not drop.training or drop.p == 0.0:
+        return None
+    if drop.mask is None or tuple(drop.mask.shape) != tuple(shape):
+        raise RuntimeError("SharedDropout has no mask for this batch: run the forward simulation first")
+    return drop.mask
 
+
+def _dropout_t(drop: SharedDropout):
     def fn(y):
-        m = mask(y)
+        m = dropout_mask(drop, y.shape)
         return y if m is None else y * m
 
     def reach(y):
-        m = mask(y)
+        m = dropout_mask(drop, y.shape)
         return y if m is None else y * (m != 0).to(y.dtype)
     return TransposedOp(fn, reach, "dropout^T")
 
@@ -210,11 +215,48 @@ def transpose_of(module: nn.Module, in_shape, out_shape=None) -> TransposedOp:
     return _vjp_t(module, in_shape)
 
 
-def map_transpose(m, in_shape, out_shape) -> TransposedOp:
-    """Transpose of a ``SynapseMap`` (op -> [dropout]) from layer shape ``out_shape`` back to
-    ``in_shape`` ([B, ...] each). Maps with BatchNorm have no fixed transpose: ValueError."""
-    if getattr(m, "has_bn", False):
-        raise ValueError("an explicit transpose needs synaptic maps without BatchNorm (the SPIDE models have none)")
+def bn_transpose(bn: nn.Module, z: torch.Tensor) -> TransposedOp:
+    """Transpose of the Jacobian of BatchNorm ``bn`` at its input ``z`` [B, C, ...], in the mode
+    ``bn(z)`` runs in. Batch statistics (training, or no running statistics): with
+    xhat = (z - mean) / sigma and s = gamma / sigma per channel (biased variance, sigma with eps),
+    dy -> s (dy - mean(dy) - xhat mean(dy xhat)), means over every axis but C. Running statistics:
+    dy -> s dy with s = gamma / sqrt(running_var + eps). The statistics are read once, here."""
+    z = z.detach()
+    C = z.shape[1]
+    shape = (1, C) + (1,) * (z.dim() - 2)
+    gamma = bn.weight.detach() if bn.weight is not None else torch.ones(C, dtype=z.dtype, device=z.device)
+    if not (bn.training or bn.running_mean is None):
+        s = (gamma * torch.rsqrt(bn.running_var + bn.eps)).view(shape)
+        return TransposedOp(lambda y: y * s, lambda y: y * (s != 0).to(y.dtype), "batch_norm(running)^T")
+    dims = [0] + list(range(2, z.dim()))
+    n = z.numel() // C
+    var, mean = torch.var_mean(z, dims, correction=0, keepdim=True)
+    inv = torch.rsqrt(var + bn.eps)
+    s = gamma.view(shape) * inv
+    xhat = (z - mean) * inv
+    s_xhat = s * xhat
+
+    def fn(y):                  # s y - s mean(y) - s xhat mean(y xhat), in two passes over y
+        m_y = y.sum(dims, keepdim=True).div_(n)
+        m_yx = (y * xhat).sum(dims, keepdim=True).div_(n)
+        return torch.addcmul(-(s * m_y), y, s).addcmul_(s_xhat, m_yx, value=-1.0)
+
+    def reach(y):
+        raise NotImplementedError("a batch-statistics BatchNorm couples every unit of a channel: no synaptic-operation rule")
+    return TransposedOp(fn, reach, "batch_norm(batch)^T")
+
+
+def map_transpose(m, in_shape, out_shape, bn_input: torch.Tensor | None = None, *,
+                  dropout: bool = True) -> TransposedOp:
+    """Transpose of a ``SynapseMap`` (op -> [BatchNorm] -> [dropout]) from layer shape ``out_shape``
+    back to ``in_shape`` ([B, ...] each). A map with BatchNorm has no fixed transpose: give
+    ``bn_input``, the BatchNorm's input z = op(x) at the point of linearisation (``bn_transpose``);
+    without it, ValueError. ``dropout=False`` leaves the dropout mask out (the caller applies
+    ``dropout_mask(m.drop, out_shape)`` itself, e.g. folded into another elementwise factor)."""
+    has_bn = getattr(m, "has_bn", False)
+    if has_bn and bn_input is None:
+        raise ValueError("a synaptic map with BatchNorm has an explicit transpose only once linearised: "
+                         "pass bn_input, its BatchNorm's input (the SPIDE models have no BatchNorm)")
     op = m.op if hasattr(m, "op") else m
     if hasattr(op, "spide_transpose"):
         t_op = TransposedOp(op.spide_transpose, op.spide_transpose, f"{type(op).__name__}^T")
@@ -224,19 +266,31 @@ def map_transpose(m, in_shape, out_shape) -> TransposedOp:
             t_op = transpose_of(op, in_shape, out_shape)
         else:
             t_op = transpose_of(op, in_shape)
+    if has_bn:
+        b_op = bn_transpose(m.bn, bn_input)
+        t_op = _then(b_op, t_op)
     drop = getattr(m, "drop", None)
-    if drop is None:
+    if drop is None or not dropout:
         return t_op
-    d_op = _dropout_t(drop)
-    return TransposedOp(lambda y: t_op(d_op(y)), lambda y: t_op.reach(d_op.reach(y)), f"{t_op.name} . dropout^T")
+    return _then(_dropout_t(drop), t_op)
 
 
-def stream_transposes(stream, shapes) -> list:
+def _then(first: TransposedOp, second: TransposedOp) -> TransposedOp:
+    """``second`` after ``first``."""
+    return TransposedOp(lambda y: second(first(y)), lambda y: second.reach(first.reach(y)),
+                        f"{second.name} . {first.name}")
+
+
+def stream_transposes(stream, shapes, bn_inputs=None) -> list:
     """``TransposedOp`` of every map of a ``Stream``: entry l maps layer (l+1) % N back to layer l.
 
-    ``shapes``: the N layer shapes [B, ...] (e.g. of the simulated rates)."""
+    ``shapes``: the N layer shapes [B, ...] (e.g. of the simulated rates). ``bn_inputs``: for
+    maps with BatchNorm, entry l is map l's BatchNorm input (see ``map_transpose``); None else."""
     maps = stream.layer_maps()
     N = len(maps)
     if len(shapes) != N:
         raise ValueError(f"the stream has {N} layers but {len(shapes)} shapes were given")
-    return [map_transpose(m, tuple(shapes[l]), tuple(shapes[(l + 1) % N])) for l, m in enumerate(maps)]
+    bn_inputs = [None] * N if bn_inputs is None else list(bn_inputs)
+    if len(bn_inputs) != N:
+        raise ValueError(f"the stream has {N} maps but {len(bn_inputs)} BatchNorm inputs were given")
+    return [map_transpose(m, tuple(shapes[l]), tuple(shapes[(l + 1) % N]), bn_inputs[l]) for l, m in enumerate(maps)]

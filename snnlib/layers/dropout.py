@@ -24,7 +24,9 @@ class SharedDropout(MemoryModule):
 
     def make_mask(self, like: torch.Tensor) -> torch.Tensor:
         if self.mask is None or self.mask.shape != like.shape:
-            self.mask = torch.bernoulli(torch.full_like(like, 1.0 - self.p)) / (1.0 - self.p)
+            # drawn in row-major order whatever like's memory layout, then stored in like's layout
+            p = torch.full(like.shape, 1.0 - self.p, dtype=like.dtype, device=like.device)
+            self.mask = torch.empty_like(like).copy_(torch.bernoulli(p).div_(1.0 - self.p))
         return self.mask
 
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
