@@ -14,9 +14,10 @@ estimate), its gradient flows into ``fa = f(a)`` as beta. Backwards are pluggabl
     one_step                                      beta = g (Jacobian-free; released MPIS)
     exact                                         dense J and ``torch.linalg.solve`` (small nets)
 
-Speed: when the network allows it (loop maps without BatchNorm, no fusion inside f), every VJP
-is computed without autograd from explicit transposes and the clamps' masks
-(``FeedbackSNN.rate_map_vjp``); otherwise the graph of f(a) is built once per step and every VJP
+Speed: when the network allows it (linear loop maps, their BatchNorm linearised at the rate map's
+point, MPIS's current fusion), every VJP is computed without autograd from explicit transposes and
+the clamps' masks (``FeedbackSNN.rate_map_vjp``); otherwise (BatchNorm in a feedback map, a
+nonlinear map) the graph of f(a) is built once per step and every VJP
 reuses it (``autograd.grad`` with ``retain_graph``), the rate map's clamps (``clamp01``) saving
 their derivative masks so that a VJP re-derives nothing. The solvers keep their history in
 reused buffers (``solvers.Workspace``).
