@@ -170,6 +170,9 @@ def markdown(bptt: list[dict], ottt: list[dict], methods: dict | None, eq: dict 
             ann = r["step_s"].get("ann_relu")
             floor = "n/a" if ann is None else f"{1e3 * r['T'] * ann['median']:.0f}"
             L.append(f"| {r['T']} | " + " | ".join(cells) + f" | {floor} |")
+        L += ["", "The same processes, ratios of process CPU time instead of wall time (less sensitive to other load "
+              "on the machine): " + "; ".join(f"T={r['T']}: " + ", ".join(
+                  f"{LABELS[v]} {s['median']:.2f}x" for v, s in r["cpu_speedup_vs"].items() if s) for r in bptt) + "."]
         mcols = [v for v in ("snnlib",) + OTHERS if any(v in r["memory"] for r in bptt)]
         if mcols:
             L += ["", "Peak step memory: the step's peak RSS over the process's RSS before it, MB (fresh process, "
