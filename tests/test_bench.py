@@ -239,3 +239,14 @@ def test_equilibrium_worker_times_the_working_tree_and_the_old_commit(tmp_path):
         assert res[impl]["solver"][0]["backward_nstep"] == 5.0 and res[impl]["median"]["vjp"] > 0
     assert res["new"]["determinism"]["fill_uninitialized_memory"] is False
     assert res["new"]["first_step"]["loss"] == pytest.approx(res["old"]["first_step"]["loss"], rel=1e-6)
+
+
+def test_ottt_check_compares_every_accumulating_variant_with_snnlibs_ottt_a(tmp_path):
+    x, y = _batch(2)
+    torch.save((x, y), tmp_path / "b.pt")
+    args = {"batch": str(tmp_path / "b.pt"), "batch_size": 2, "T": 2, "spec": {"channels": [4, 8]},
+            "variants": ["snnlib_ottt_a", "snnlib_ottt_a_lean"]}
+    rows = worker.ottt_check(args)["equality"]["rows"]
+    assert [(r["variant"], r["reference"]) for r in rows] == [("snnlib_ottt_a", "snnlib_ottt_a"),
+                                                             ("snnlib_ottt_a_lean", "snnlib_ottt_a")]
+    assert rows[1]["grad_rel_err_max"] < 1e-5

@@ -156,7 +156,7 @@ def ottt(args) -> dict:
         base = {"a": "snnlib_ottt_a", "o": "snnlib_ottt_o"}
         rows = []
         for v, (loss, g) in grads.items():
-            ref = base["o" if "_o" in v else "a"]
+            ref = base["o" if v.endswith(("_o", "_o_lean")) else "a"]
             if ref not in grads:
                 continue
             rel = [float((a - b).norm() / b.norm().clamp_min(1e-30)) for a, b in zip(g, grads[ref][1])]
