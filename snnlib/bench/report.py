@@ -399,8 +399,10 @@ def figures(bptt, ottt, methods, fig_dir: Path | None) -> list[str]:
         axes[1].set(xlabel="T (time steps)", ylabel="MB (peak RSS of the step over its start)", xscale="log",
                     yscale="log", title="Peak step memory")
         for ax in axes:
+            ax.minorticks_off()
             ax.set_xticks([r["T"] for r in ok], [str(r["T"]) for r in ok])
-        axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        handles, labels = axes[0].get_legend_handles_labels()
+        axes[1].legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
         fig.tight_layout()
         save(fig, "bptt_throughput_memory")
     if ottt:
