@@ -5,15 +5,15 @@ import json
 import pytest
 import torch
 
-from snnlib.bench import nets, report, worker
+from snnlib.bench import nets, report, stepper, worker
 from snnlib.bench.__main__ import Runner, load_bench_config
 from snnlib.bench.nets import build, loss_of, spec_with
 from snnlib.bench.steps import make_trainer
 from snnlib.paths import ROOT
 
 SPEC = spec_with(channels=(4, 8), gains=(2.0, 3.0))
-PEER_MODULES = {"spikingjelly": "spikingjelly", "snntorch": "snntorch", "snntorch_folded": "snntorch",
-                "norse": "norse"}
+PEER_MODULES = {"spikingjelly": "spikingjelly", "spikingjelly_single": "spikingjelly", "snntorch": "snntorch",
+                "snntorch_folded": "snntorch", "norse": "norse", "norse_per_step": "norse"}
 
 
 def _installed(framework):
@@ -34,7 +34,8 @@ def _logits_and_grads(framework, x, y, T, spec=SPEC, **kw):
     return out.detach(), [p.grad for p in net.canonical_params()]
 
 
-@pytest.mark.parametrize("framework", ["spikingjelly", "snntorch", "snntorch_folded", "norse"])
+@pytest.mark.parametrize("framework", ["plain_loop", "spikingjelly", "spikingjelly_single", "snntorch",
+                                       "snntorch_folded", "norse", "norse_per_step"])
 def test_every_framework_computes_the_same_network(framework):
     if not _installed(framework):
         pytest.skip(f"{framework} is not installed (pip install -e '.[bench]')")
@@ -44,7 +45,7 @@ def test_every_framework_computes_the_same_network(framework):
     spikes = ref_out.abs().sum() > 0
     out, g = _logits_and_grads(framework, x, y, T)
     assert spikes and torch.equal(out, ref_out)
-    if framework == "norse":       # Norse's reset is not detached: compare with snnlib's non-detached reset
+    if framework.startswith("norse"):       # Norse's reset is not detached: compare with snnlib's non-detached reset
         _, ref_g = _logits_and_grads("snnlib", x, y, T, spec=spec_with(**{**SPEC, "detach_reset": False}))
     for a, b in zip(g, ref_g):
         assert (a - b).norm() <= 1e-5 * b.norm()
@@ -101,27 +102,66 @@ def test_memory_task_measures_saved_bytes(tmp_path):
     torch.save((x, y), tmp_path / "b.pt")
     args = {"batch": str(tmp_path / "b.pt"), "batch_size": 2, "T": 2, "variant": "snnlib",
             "spec": {"channels": [4, 8]}}
-    r = worker.memory(args)
+    r = stepper.memory(args)
     # fused LIF saves h of both layers; pools save the spikes; convs and linear their inputs
     assert r["saved_peak_bytes"] > 0 and r["peak_rss"] >= r["peak_rss_before_step"]
 
 
-def test_report_ratios_are_peer_time_over_snnlib_time():
-    res = {"T": 4, "batch_size": 8, "gflops_before": 10.0, "gflops_after": 9.0, "unavailable": {},
-           "rounds": [{"snnlib": {"wall_s": 1.0, "cpu_s": 2.0}, "spikingjelly": {"wall_s": 1.5, "cpu_s": 3.0},
-                       "ann_relu": {"wall_s": 0.125, "cpu_s": 0.25}},
-                      {"snnlib": {"wall_s": 2.0, "cpu_s": 2.0}, "spikingjelly": {"wall_s": 2.0, "cpu_s": 2.2},
-                       "ann_relu": {"wall_s": 0.25, "cpu_s": 0.25}}]}
-    mem = [{"variant": "snnlib", "T": 4, "saved_peak_bytes": 100, "step_peak_over_baseline": 1, "peak_rss": 2},
-           {"variant": "spikingjelly", "T": 4, "saved_peak_bytes": 300, "step_peak_over_baseline": 1, "peak_rss": 2}]
-    (row,) = report.bptt_rows([res], mem)
-    assert row["speedup_vs_spikingjelly"] == {"median": 1.25, "min": 1.0, "max": 1.5, "n": 2}
-    assert row["over_ann_floor"]["median"] == pytest.approx(2.0)      # 1 s vs 4 x 0.125 s
+def _proc(v, T, k, wall, B=8):
+    return {"variant": v, "T": T, "round": k, "batch_size": B, "gflops": 10.0, "wall_s": wall, "cpu_s": 2 * wall}
+
+
+def test_steps_task_times_one_variant_and_reports_an_unbuildable_one(tmp_path):
+    x, y = _batch(2)
+    torch.save((x, y), tmp_path / "b.pt")
+    args = {"batch": str(tmp_path / "b.pt"), "batch_size": 2, "T": 2, "spec": {"channels": [4, 8]},
+            "warmup": 1, "steps": 2, "round": 0}
+    r = stepper.steps({**args, "variant": "plain_loop"})
+    assert len(r["wall_all"]) == 2 and r["wall_s"] > 0 and r["round"] == 0
+    bad = stepper.steps({**args, "variant": "jelly"})
+    assert bad["unavailable"].startswith("ValueError: unknown framework 'jelly'")
+
+
+def test_report_pairs_processes_by_round_and_finds_the_fastest_other():
+    steps = [_proc("snnlib", 4, 0, 1.0), _proc("plain_loop", 4, 0, 1.5), _proc("spikingjelly", 4, 0, 3.0),
+             _proc("ann_relu", 4, 0, 0.125),
+             _proc("snnlib", 4, 1, 2.0), _proc("plain_loop", 4, 1, 2.0), _proc("spikingjelly", 4, 1, 5.0),
+             _proc("ann_relu", 4, 1, 0.25),
+             {"variant": "norse", "T": 4, "round": 0, "unavailable": "ImportError: no norse"}]
+    mem = [{"variant": "snnlib", "T": 4, "saved_peak_bytes": 100, "step_peak_over_baseline": 50, "peak_rss": 2},
+           {"variant": "plain_loop", "T": 4, "saved_peak_bytes": 300, "step_peak_over_baseline": 40, "peak_rss": 2}]
+    (row,) = report.bptt_rows(steps, mem)
+    assert row["fastest_other"] == "plain_loop"                    # median 1.75 s against 4 s
+    assert row["speedup_vs_fastest"] == {"median": 1.25, "min": 1.0, "max": 1.5, "n": 2}
+    assert row["speedup_vs"]["spikingjelly"]["median"] == pytest.approx(2.75)
+    assert row["over_ann_floor"]["snnlib"]["median"] == pytest.approx(2.0)      # 1 s vs 4 x 0.125 s
     assert row["snnlib_images_per_s"] == pytest.approx(8 / 1.5)
+    assert row["unavailable"] == {"norse": "ImportError: no norse"}
     lines = report.checks([row], [])
-    assert lines[0].startswith("snnlib BPTT throughput >= SpikingJelly at T=[4]: HOLDS")
-    assert "DOES NOT HOLD" in lines[1]          # snnTorch not measured: no claim
-    assert lines[2].startswith("snnlib saved bytes per step <= SpikingJelly's: HOLDS")
+    assert lines[0].startswith("snnlib BPTT >= 1.3x the fastest other implementation at T=[4]: DOES NOT HOLD")
+    assert lines[1].startswith("snnlib peak step memory <= every other implementation's: DOES NOT HOLD")
+    assert "NOT MEASURED" in lines[2]                             # no T = 16 here
+    assert "NOT MEASURED" in lines[3]                             # no OTTT
+    md = report.markdown([row], [], None, None, None)
+    assert "| 4 | 5.33 | plain PyTorch loop | 1.25x (1.00-1.50) | 2.00x (2.00-2.00) |" in md
+
+
+def test_report_compares_ottt_a_with_spikingjellys_accumulating_ottt():
+    steps = [_proc("snnlib_ottt_a", 8, k, 1.0) for k in range(3)]
+    steps += [_proc("spikingjelly_ottt_a", 8, k, w) for k, w in enumerate((1.2, 1.5, 1.3))]
+    (row,) = report.ottt_rows(steps, None)
+    assert row["speedup"]["snnlib_ottt_a"] == {"median": 1.3, "min": 1.2, "max": 1.5, "n": 3}
+    assert report.checks([], [row])[-1].startswith("snnlib ottt_a (reference formulation) >= 1.3x SpikingJelly's "
+                                                   "OTTT at T=[8]: HOLDS")
+
+
+def test_the_plain_loop_is_one_network_call_per_step():
+    net = build("plain_loop", SPEC)
+    calls = []
+    net.conv1.register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape)))
+    x, _ = _batch(3)
+    net(x.unsqueeze(0).expand(5, *x.shape))
+    assert calls == [(3, 1, 28, 28)] * 5
 
 
 def test_runner_starts_a_worker_process(tmp_path):
@@ -220,3 +260,14 @@ def test_equilibrium_report_gives_the_cpu_time_ratio_when_both_trees_record_it()
     eq["cases"][0]["rounds"][0]["old"]["median"].pop("cpu_s")      # an old record without CPU time
     (row,) = report.equilibrium_rows(eq)
     assert row["cpu_speedup"]["n"] == 1
+
+
+def test_ottt_check_compares_every_accumulating_variant_with_snnlibs_ottt_a(tmp_path):
+    x, y = _batch(2)
+    torch.save((x, y), tmp_path / "b.pt")
+    args = {"batch": str(tmp_path / "b.pt"), "batch_size": 2, "T": 2, "spec": {"channels": [4, 8]},
+            "variants": ["snnlib_ottt_a", "snnlib_ottt_a_lean"]}
+    rows = worker.ottt_check(args)["equality"]["rows"]
+    assert [(r["variant"], r["reference"]) for r in rows] == [("snnlib_ottt_a", "snnlib_ottt_a"),
+                                                             ("snnlib_ottt_a_lean", "snnlib_ottt_a")]
+    assert rows[1]["grad_rel_err_max"] < 1e-5

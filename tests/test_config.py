@@ -76,6 +76,7 @@ def test_grad_clip_must_be_a_positive_finite_norm(value):
     ({"max_iters_per_epoch": 0}, "max_iters_per_epoch must be a positive integer or null"),
     ({"checkpoint_every": -1}, "checkpoint_every must be a non-negative integer"),
     ({"threads": 0}, "threads must be a positive integer or null"),
+    ({"flush_denormal": "yes"}, "flush_denormal must be true or false"),
     ({"data": {"test_batch_size": 0}}, "data.test_batch_size must be a positive integer"),
     ({"data": {"batch_size": 2.0}}, "data.batch_size must be a positive integer"),
     ({"data": {"subset": 0}}, "data.subset must be a positive integer"),

@@ -34,6 +34,7 @@ from ..paths import ROOT, results_dir
 
 SECTIONS = ("equality", "bptt", "memory", "ottt", "methods", "equilibrium")
 EQ_SCRIPT = ROOT / "snnlib" / "bench" / "equilibrium.py"
+LIGHT_TASKS = ("steps", "memory")      # snnlib.bench.stepper: torch and the benchmark networks only
 
 
 class Runner:
@@ -66,7 +67,8 @@ class Runner:
         return argf, outf, logf
 
     def _command(self, task, argf, outf):
-        return [sys.executable, "-m", "snnlib.bench.worker", task, str(argf), str(outf)]
+        module = "snnlib.bench.stepper" if task in LIGHT_TASKS else "snnlib.bench.worker"
+        return [sys.executable, "-m", module, task, str(argf), str(outf)]
 
     @staticmethod
     def _collect(proc_rc, outf: Path, logf: Path) -> dict:
@@ -138,7 +140,7 @@ class Runner:
 
 
 def _label(args: dict) -> str:
-    keys = ("variant", "T")
+    keys = ("variant", "T", "round")
     return " ".join(f"{k}={args[k]}" for k in keys if k in args)
 
 
@@ -190,6 +192,20 @@ def equilibrium_section(r: Runner, cfg: dict, out: Path, log=print) -> dict:
             "cases": cases}
 
 
+def alternated_processes(r: Runner, variants: list[str], Ts: list[int], sec: dict) -> list[dict]:
+    """Every (variant, T) timed in its own fresh process, ``sec['rounds']`` times: round k runs the
+    variants in order at each T (reversed on odd rounds, so a drift of the machine hits all alike)."""
+    out = []
+    for k in range(sec["rounds"]):
+        for T in Ts:
+            order = variants if k % 2 == 0 else variants[::-1]
+            for v in order:
+                res = r.run("steps", {"variant": v, "T": T, "round": k, "warmup": sec["warmup"],
+                                      "steps": sec["steps_per_process"]})
+                out.append({"variant": v, "T": T, "round": k, **res})
+    return out
+
+
 def load_bench_config(path) -> dict:
     with open(path) as f:
         cfg = yaml.safe_load(f)
@@ -224,9 +240,7 @@ def run_suite(cfg: dict, out: Path, only=None, log=print) -> dict:
                                                              "frameworks": frameworks}))
     if "bptt" in only:
         b = cfg["bptt"]
-        res = [r.run("throughput", {"T": T, "variants": b["variants"], "warmup": b["warmup"], "rounds": b["rounds"],
-                                    "steps_per_round": b["steps_per_round"]}) for T in Ts]
-        write_json(out / "bptt_throughput.json", res)
+        write_json(out / "bptt_steps.json", alternated_processes(r, b["variants"], Ts, b))
     if "memory" in only:
         m = cfg["memory"]
         jobs = [{"variant": v, "T": T} for T in Ts for v in m["variants"]]
@@ -234,9 +248,8 @@ def run_suite(cfg: dict, out: Path, only=None, log=print) -> dict:
         write_json(out / "bptt_memory.json", r.run_parallel("memory", jobs, m["parallel"]))
     if "ottt" in only:
         o = cfg["ottt"]
-        res = [r.run("ottt", {"T": T, "variants": o["variants"], "warmup": o["warmup"], "rounds": o["rounds"],
-                              "steps_per_round": o["steps_per_round"], "check": i == 0}) for i, T in enumerate(Ts)]
-        write_json(out / "ottt_throughput.json", res)
+        write_json(out / "ottt_check.json", r.run("ottt_check", {"T": Ts[0], "variants": o["variants"]}))
+        write_json(out / "ottt_steps.json", alternated_processes(r, o["variants"], Ts, o))
         jobs = [{"variant": v, "T": T} for T in Ts for v in o["memory_variants"]]
         write_json(out / "ottt_memory.json", r.run_parallel("memory", jobs, cfg["memory"]["parallel"]))
     if "methods" in only:

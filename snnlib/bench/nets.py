@@ -19,7 +19,8 @@ from torch.nn import functional as F
 from ..models import build_model
 from ..neurons import reset_net
 
-FRAMEWORKS = ("snnlib", "spikingjelly", "snntorch", "snntorch_folded", "norse")
+FRAMEWORKS = ("snnlib", "plain_loop", "spikingjelly", "spikingjelly_single", "snntorch", "snntorch_folded", "norse",
+              "norse_per_step")
 DEFAULT_SPEC = dict(channels=(32, 64), in_channels=1, size=28, num_classes=10, leak=0.5, v_th=1.0,
                     alpha=4.0, detach_reset=True, gains=(2.0, 3.0))
 
@@ -32,6 +33,13 @@ DIFFERENCES = {
                     "bit. On CPU, float32, 2.0.0 runs this through its registered sj_lif op (a Python loop over "
                     "time with a hand-written backward that saves h, x and v0). Layers: layer.Conv2d/AvgPool2d/"
                     "Flatten/Linear with step_mode='m' (T folded into the batch).",
+    "plain_loop": "what a researcher writes in ten lines of PyTorch: the whole network called once per time step "
+                  "on [B, ...] (nn.Conv2d, F.avg_pool2d, nn.Linear), h = 0.5 v + x, s = SpikeFn(h - 1) (a "
+                  "torch.autograd.Function: Heaviside forward, sigmoid'(4 z) backward), v = h (1 - s.detach()). "
+                  "Nothing fused.",
+    "spikingjelly_single": "the same SpikingJelly layers and LIFNode in single-step mode (step_mode='s', its "
+                           "default and the mode of its first tutorials): the network called once per time "
+                           "step on [B, ...].",
     "snntorch": "snn.Leaky(beta=0.5, threshold=1, reset_mechanism='zero', spike_grad=surrogate.sigmoid(slope=4)) "
                 "in the tutorial idiom: the whole network is called once per time step (conv on B, not T*B). "
                 "Its zero reset is applied at the start of the next step with the spike recomputed and "
@@ -45,6 +53,9 @@ DIFFERENCES = {
              "its tanh surrogate 1 - tanh(2 z)^2 equals sigmoid'(4 z). Norse's reset (1 - z) v + z v_reset "
              "is not detached, so its gradients equal snnlib's with detach_reset=False, not the common network's "
              "(forward equal; checked separately). It fires on v > v_th (strict).",
+    "norse_per_step": "the same LIFBoxCell in Norse's documented idiom: a SequentialState of torch layers and "
+                      "cells called once per time step on [B, ...] with its state list (the input gain 2 as a "
+                      "layer in front of each cell).",
 }
 
 
@@ -113,26 +124,81 @@ class SnnlibNet(BenchNet):
         return [conv1.weight, conv1.bias, conv2.weight, conv2.bias, fc.weight, fc.bias]
 
 
+# ---------------------------------------------------------------- the plain per-step PyTorch loop
+class SpikeFn(torch.autograd.Function):
+    """Heaviside forward, sigmoid'(alpha z) backward: the surrogate a researcher writes by hand."""
+
+    @staticmethod
+    def forward(ctx, z, alpha):
+        ctx.save_for_backward(z)
+        ctx.alpha = alpha
+        return (z >= 0).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (z,) = ctx.saved_tensors
+        sig = torch.sigmoid(ctx.alpha * z)
+        return grad * ctx.alpha * sig * (1 - sig), None
+
+
+class PlainLoopNet(BenchNet):
+    """The whole network once per time step on [B, ...]; LIF with a detached hard reset to 0."""
+
+    framework = "plain_loop"
+
+    def __init__(self, spec: dict):
+        super().__init__()
+        if not spec["detach_reset"]:
+            raise ValueError("the plain loop detaches its reset; use detach_reset=True")
+        c1, c2 = spec["channels"]
+        self.conv1 = nn.Conv2d(spec["in_channels"], c1, 3, padding=1)
+        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
+        self.fc = nn.Linear(_head_features(spec), spec["num_classes"])
+        self.leak, self.v_th, self.alpha = spec["leak"], spec["v_th"], spec["alpha"]
+
+    def _lif(self, x, v):
+        h = x if v is None else self.leak * v + x
+        s = SpikeFn.apply(h - self.v_th, self.alpha)
+        return s, h * (1 - s.detach())
+
+    def forward(self, x_seq):
+        v1 = v2 = None
+        out = []
+        for x in x_seq:
+            s1, v1 = self._lif(self.conv1(x), v1)
+            s2, v2 = self._lif(self.conv2(F.avg_pool2d(s1, 2)), v2)
+            out.append(self.fc(F.avg_pool2d(s2, 2).flatten(1)))
+        return torch.stack(out)
+
+    def canonical_params(self):
+        return [self.conv1.weight, self.conv1.bias, self.conv2.weight, self.conv2.bias, self.fc.weight, self.fc.bias]
+
+
 # ---------------------------------------------------------------- SpikingJelly
 class SpikingJellyNet(BenchNet):
+    """Multi-step mode (``step_mode='m'``): every layer on [T, B, ...]."""
+
     framework = "spikingjelly"
+    step_mode = "m"
 
     def __init__(self, spec: dict):
         super().__init__()
         from spikingjelly.activation_based import functional, layer, neuron, surrogate
         c1, c2 = spec["channels"]
         tau = 1.0 / (1.0 - spec["leak"])
+        mode = self.step_mode
 
         def lif():
             return neuron.LIFNode(tau=tau, decay_input=False, v_threshold=spec["v_th"], v_reset=0.0,
                                   surrogate_function=surrogate.Sigmoid(alpha=spec["alpha"]),
-                                  detach_reset=spec["detach_reset"], step_mode="m")
+                                  detach_reset=spec["detach_reset"], step_mode=mode)
 
         self.net = nn.Sequential(
-            layer.Conv2d(spec["in_channels"], c1, 3, padding=1, step_mode="m"), lif(), layer.AvgPool2d(2, step_mode="m"),
-            layer.Conv2d(c1, c2, 3, padding=1, step_mode="m"), lif(), layer.AvgPool2d(2, step_mode="m"),
-            layer.Flatten(step_mode="m"), layer.Linear(_head_features(spec), spec["num_classes"], step_mode="m"))
-        functional.set_step_mode(self.net, "m")
+            layer.Conv2d(spec["in_channels"], c1, 3, padding=1, step_mode=mode), lif(),
+            layer.AvgPool2d(2, step_mode=mode),
+            layer.Conv2d(c1, c2, 3, padding=1, step_mode=mode), lif(), layer.AvgPool2d(2, step_mode=mode),
+            layer.Flatten(step_mode=mode), layer.Linear(_head_features(spec), spec["num_classes"], step_mode=mode))
+        functional.set_step_mode(self.net, mode)
         self._functional = functional
 
     def forward(self, x_seq):
@@ -144,6 +210,16 @@ class SpikingJellyNet(BenchNet):
     def canonical_params(self):
         n = self.net
         return [n[0].weight, n[0].bias, n[3].weight, n[3].bias, n[7].weight, n[7].bias]
+
+
+class SpikingJellySingleStepNet(SpikingJellyNet):
+    """Single-step mode (``step_mode='s'``): the network called once per time step."""
+
+    framework = "spikingjelly_single"
+    step_mode = "s"
+
+    def forward(self, x_seq):
+        return torch.stack([self.net(x) for x in x_seq])
 
 
 # ---------------------------------------------------------------- snnTorch
@@ -224,6 +300,45 @@ class NorseNet(FoldedNet):
         return [self.conv1.weight, self.conv1.bias, self.conv2.weight, self.conv2.bias, self.fc.weight, self.fc.bias]
 
 
+class _Gain(nn.Module):
+    def __init__(self, gain: float):
+        super().__init__()
+        self.gain = gain
+
+    def forward(self, x):
+        return self.gain * x
+
+
+class NorsePerStepNet(BenchNet):
+    """Norse's documented idiom: ``SequentialState`` of layers and cells, called once per step."""
+
+    framework = "norse_per_step"
+
+    def __init__(self, spec: dict):
+        super().__init__()
+        from norse.torch import LIFBoxCell, LIFBoxParameters, SequentialState
+        c1, c2 = spec["channels"]
+        rate = 1.0 - spec["leak"]
+        p = LIFBoxParameters(tau_mem_inv=torch.as_tensor(rate), v_leak=torch.as_tensor(0.0),
+                             v_th=torch.as_tensor(spec["v_th"]), v_reset=torch.as_tensor(0.0),
+                             method="tanh", alpha=spec["alpha"] / 2)
+        self.net = SequentialState(
+            nn.Conv2d(spec["in_channels"], c1, 3, padding=1), _Gain(1.0 / rate), LIFBoxCell(p, dt=1.0),
+            nn.AvgPool2d(2), nn.Conv2d(c1, c2, 3, padding=1), _Gain(1.0 / rate), LIFBoxCell(p, dt=1.0),
+            nn.AvgPool2d(2), nn.Flatten(), nn.Linear(_head_features(spec), spec["num_classes"]))
+
+    def forward(self, x_seq):
+        state, out = None, []
+        for x in x_seq:
+            o, state = self.net(x, state)
+            out.append(o)
+        return torch.stack(out)
+
+    def canonical_params(self):
+        n = self.net
+        return [n[0].weight, n[0].bias, n[4].weight, n[4].bias, n[9].weight, n[9].bias]
+
+
 # ---------------------------------------------------------------- the compute floor
 class AnnFloor(nn.Module):
     """The same layers as an ANN (ReLU instead of LIF) on one image: [B, 1, 28, 28] -> [B, K]."""
@@ -245,8 +360,9 @@ class AnnFloor(nn.Module):
         return [b[0].weight, b[0].bias, b[3].weight, b[3].bias, b[7].weight, b[7].bias]
 
 
-BUILDERS = {"snnlib": SnnlibNet, "spikingjelly": SpikingJellyNet, "snntorch": SnnTorchNet,
-            "snntorch_folded": SnnTorchFoldedNet, "norse": NorseNet}
+BUILDERS = {"snnlib": SnnlibNet, "plain_loop": PlainLoopNet, "spikingjelly": SpikingJellyNet,
+            "spikingjelly_single": SpikingJellySingleStepNet, "snntorch": SnnTorchNet,
+            "snntorch_folded": SnnTorchFoldedNet, "norse": NorseNet, "norse_per_step": NorsePerStepNet}
 
 
 def canonical_weights(spec: dict, seed: int = 0) -> list[torch.Tensor]:

@@ -3,57 +3,41 @@
 Tasks (ARGS is a JSON dict; the result is written to OUT as JSON):
     prepare      the batch every task uses (first Fashion-MNIST training images) -> batch.pt
     equality     logits and gradients of every framework against snnlib (float32), firing rates
+    steps        training steps of one variant (BPTT framework, plain loop, ANN floor or OTTT) at one T:
+                 the orchestrator alternates these processes in rounds
     throughput   BPTT steps of several variants at one T, alternated in rounds (A B C C B A ...)
     memory       peak RSS and saved bytes of one step of one variant at one T (fresh process)
     ottt         OTTT: equality, alternated throughput at one T, saved bytes per step
+    ottt_check   OTTT: gradients of every variant against snnlib's (no timing)
     methods      saved-activation memory against T for every snnlib training method
 A peer that fails to import is reported in the result (``unavailable``) and skipped.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 import traceback
-from pathlib import Path
 
 import torch
 
 from ..data import get_dataset
 from ..experiments.config import load_config
 from ..methods import build_method
-from ..metrics import FiringRateMonitor, SavedTensorTracker
-from ..metrics.memory import peak_rss_bytes
-from ..metrics.timing import alternate, current_rss_bytes
+from ..metrics import FiringRateMonitor
+from ..metrics.timing import alternate
 from ..paths import ROOT
 from ..studies.measure import memory_vs_T
 from .equilibrium import nested
-from .nets import DIFFERENCES, build, loss_of, spec_with
+from . import stepper
+from .nets import DIFFERENCES, build, loss_of
 from .ottt import make_ottt
 from .steps import make_trainer
-
-
-def _spec(args) -> dict:
-    spec = spec_with(**args.get("spec", {}))
-    spec["channels"], spec["gains"] = tuple(spec["channels"]), tuple(spec["gains"])
-    return spec
+from .stepper import _batch, _error, _spec, run_task
 
 
 def _device(args) -> torch.device:
     dev = args.get("device", "auto")
     return torch.device("cuda" if dev == "auto" and torch.cuda.is_available() else ("cpu" if dev == "auto" else dev))
-
-
-def _batch(args, device="cpu"):
-    x, y = torch.load(args["batch"], weights_only=True)
-    B = args["batch_size"]
-    if len(y) < B:
-        raise ValueError(f"the prepared batch has {len(y)} samples, {B} requested")
-    return x[:B].to(device), y[:B].to(device)
-
-
-def _error(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}".strip()[:400]
 
 
 # ----------------------------------------------------------------------------------- tasks
@@ -145,31 +129,9 @@ def _on(trainer, device):
     return trainer
 
 
-def _saved_bytes(step, params) -> dict:
-    with SavedTensorTracker(exclude=params) as tr:
-        step()
-    return tr.summary()
-
-
-def memory(args) -> dict:
-    """Fresh process: RSS before the step, peak RSS after one step and the bytes autograd saved in it."""
-    spec, T, v = _spec(args), args["T"], args["variant"]
-    x, y = _batch(args)
-    if v.startswith(("snnlib_ottt", "spikingjelly_ottt")):
-        tr = make_ottt(v, spec, T, args.get("seed", 0))
-        params = tr.params()
-    else:
-        tr = make_trainer(v, spec, T, args.get("seed", 0))
-        params = list(tr.net.parameters())
-    rss_before = current_rss_bytes()
-    peak_before = peak_rss_bytes()
-    t0 = time.perf_counter()
-    saved = _saved_bytes(lambda: tr.step(x, y), params)   # the tracker only keeps small bookkeeping
-    step_s = time.perf_counter() - t0
-    peak = peak_rss_bytes()
-    return {"variant": v, "T": T, "batch_size": len(y), "rss_before_step": rss_before,
-            "peak_rss_before_step": peak_before, "peak_rss": peak, "step_peak_over_baseline": peak - rss_before,
-            "step_s_under_malloc_setting": step_s, **saved}
+def ottt_check(args) -> dict:
+    """OTTT variants at one T: loss and gradients of the initial weights against snnlib's."""
+    return ottt({**args, "check": True, "time": False})
 
 
 def ottt(args) -> dict:
@@ -194,13 +156,15 @@ def ottt(args) -> dict:
         base = {"a": "snnlib_ottt_a", "o": "snnlib_ottt_o"}
         rows = []
         for v, (loss, g) in grads.items():
-            ref = base["o" if "_o" in v else "a"]
+            ref = base["o" if v.endswith(("_o", "_o_lean")) else "a"]
             if ref not in grads:
                 continue
             rel = [float((a - b).norm() / b.norm().clamp_min(1e-30)) for a, b in zip(g, grads[ref][1])]
             rows.append({"variant": v, "reference": ref, "loss": loss, "loss_diff": abs(loss - grads[ref][0]),
                          "grad_rel_err_max": max(rel)})
         out["equality"] = {"rows": rows, "unavailable": unavailable}
+    if not args.get("time", True):
+        return out
     makers = {v: (lambda v=v: make_ottt(v, spec, T, args.get("seed", 0))) for v in args["variants"]}
     out.update(_alternate(makers, x, y, args, device))
     return out
@@ -223,25 +187,12 @@ def methods(args) -> dict:
     return {"batch_size": args["batch_size"], "rows": rows, "failed": failed}
 
 
-TASKS = {"prepare": prepare, "equality": equality, "throughput": throughput, "memory": memory, "ottt": ottt,
-         "methods": methods}
+TASKS = {"prepare": prepare, "equality": equality, "throughput": throughput, "ottt": ottt, "ottt_check": ottt_check,
+         "methods": methods, **stepper.TASKS}
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 3 or argv[0] not in TASKS:
-        print(f"usage: python -m snnlib.bench.worker {{{','.join(TASKS)}}} ARGS.json OUT.json", file=sys.stderr)
-        return 2
-    task, args = argv[0], json.loads(Path(argv[1]).read_text())
-    if args.get("threads"):
-        torch.set_num_threads(int(args["threads"]))
-    torch.manual_seed(args.get("seed", 0))
-    t0 = time.perf_counter()
-    result = TASKS[task](args)
-    result.update(task=task, seconds=time.perf_counter() - t0, torch=torch.__version__,
-                  torch_threads=torch.get_num_threads())
-    Path(argv[2]).write_text(json.dumps(result, indent=1))
-    return 0
+    return run_task(TASKS, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

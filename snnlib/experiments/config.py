@@ -49,6 +49,7 @@ DEFAULTS: dict = {
     "dtype": "float32",
     "deterministic": True,
     "threads": None,           # torch.set_num_threads; None leaves the default
+    "flush_denormal": True,    # CPU: subnormal floats flushed to zero during every step (snnlib.methods.numerics)
     "checkpoint_every": 200,   # iterations between mid-epoch checkpoints
     "measure_memory": True,    # record the bytes one training step saves
     "protocol": None,          # documentation, not hashed: {published: [keys], deviations: [...]} (docs/protocols.md)
@@ -178,6 +179,7 @@ VALUE_CHECKS: dict = {
     "dtype": (lambda v: v in ("float32", "float64"), "'float32' or 'float64'"),
     "deterministic": (lambda v: isinstance(v, bool), "true or false"),
     "threads": (_optional(_positive_int), "a positive integer or null (torch's default)"),
+    "flush_denormal": (lambda v: isinstance(v, bool), "true or false"),
     "checkpoint_every": (_optional(_nonneg_int), "a non-negative integer (0 or null: only at epoch ends)"),
     "measure_memory": (lambda v: isinstance(v, bool), "true or false"),
 }

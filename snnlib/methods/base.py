@@ -8,6 +8,7 @@ from torch import nn
 
 from ..metrics.firing import FiringRateMonitor
 from ..neurons import reset_net
+from .numerics import flushing_subnormals, on_cpu
 
 
 class Method:
@@ -20,11 +21,16 @@ class Method:
     backward passes, ``optimizer.step()`` as often as the method needs) and returns
     at least ``loss`` (float) and ``correct`` (int, training predictions); optional keys:
     ``solver`` (dict of solver statistics), ``rates`` (dict), ``extra_memory_bytes`` (int).
+
+    ``flush_denormal`` (default True; the run config's key of that name sets it): on CPU,
+    ``train_step`` and ``predict`` run with subnormal floats flushed to zero, and the previous
+    state is restored after them (``numerics.flushing_subnormals``).
     """
 
     name = "base"
     #: keyword arguments for DistributedDataParallel
     ddp_kwargs: dict = {}
+    flush_denormal: bool = True
 
     def __init_subclass__(cls, **kwargs):
         """Every ``train_step`` a subclass defines first checks its batch (``check_batch`` against the
@@ -54,7 +60,8 @@ class Method:
         afterwards, also when ``logits`` raises."""
         check_batch(x, model=self.net)
         try:
-            return self.logits(x)
+            with flushing_subnormals(self.flush_denormal and on_cpu(x)):
+                return self.logits(x)
         finally:
             reset_net(self.net)
 
@@ -102,12 +109,14 @@ def check_batch(x: torch.Tensor, y: torch.Tensor | None = None, model: nn.Module
 
 
 def _checked_train_step(step):
-    """``step`` preceded by ``check_batch(x, y, model=self.net)``; the network state is reset when it raises."""
+    """``step`` preceded by ``check_batch(x, y, model=self.net)``, run with subnormals flushed on CPU
+    when ``self.flush_denormal``; the network state is reset when it raises."""
     @functools.wraps(step)
     def train_step(self, x, y, *args, **kwargs):
         check_batch(x, y, model=self.net)
         try:
-            return step(self, x, y, *args, **kwargs)
+            with flushing_subnormals(self.flush_denormal and on_cpu(x)):
+                return step(self, x, y, *args, **kwargs)
         except BaseException:
             reset_net(self.net)
             raise

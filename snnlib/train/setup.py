@@ -44,6 +44,14 @@ def determinism_state() -> dict:
             "threads": torch.get_num_threads()}
 
 
+def numerics_state(method, device) -> dict:
+    """How a run's steps treat floats (for run records): subnormals flushed to zero or not."""
+    flushed = bool(method.flush_denormal) and torch.device(device).type == "cpu"
+    return {"flush_denormal": flushed,
+            "flush_denormal_scope": "the calling thread of each train_step/predict (torch.set_flush_denormal); "
+                                    "other intra-op threads keep subnormals" if flushed else None}
+
+
 def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
     """'auto' picks CUDA when it is there, else CPU."""
     if spec == "auto":

@@ -37,8 +37,8 @@ from ..metrics.memory import peak_rss_bytes, step_memory
 from ..models import build_model
 from ..neurons import reset_net
 from . import distributed as D
-from .setup import (clip_before_step, determinism_state, fit_schedule, lr_at, make_optimizer, resolve_device,
-                    rng_state, seed_everything, set_determinism, set_rng_state)
+from .setup import (clip_before_step, determinism_state, fit_schedule, lr_at, make_optimizer, numerics_state,
+                    resolve_device, rng_state, seed_everything, set_determinism, set_rng_state)
 
 CHECKPOINT = "checkpoint.pt"
 RESULT = "result.json"
@@ -67,7 +67,8 @@ def build_data(cfg: dict):
 
 
 def build(cfg: dict, device="cpu", dist_info: D.DistInfo | None = None):
-    """Model (on ``device``, in the config dtype, DDP-wrapped when distributed) and its method.
+    """Model (on ``device``, in the config dtype, DDP-wrapped when distributed) and its method
+    (``flush_denormal`` from the config).
 
     Needs no dataset files: only the dataset's shape information.
     """
@@ -79,6 +80,7 @@ def build(cfg: dict, device="cpu", dist_info: D.DistInfo | None = None):
     ddp_kwargs = getattr(METHODS.get(cfg["method"]), "ddp_kwargs", {}) or {}
     wrapped = D.wrap_ddp(model, dist_info, device, **ddp_kwargs)
     method = build_method(cfg["method"], wrapped, T=cfg["T"], **cfg["method_args"])
+    method.flush_denormal = cfg["flush_denormal"]
     return model, method
 
 
@@ -302,6 +304,7 @@ def _train(cfg: dict, run_dir, *, resume: bool, progress: bool) -> dict:
         "name": cfg["name"], "method": cfg["method"], "model": cfg["model"]["name"], "dataset": cfg["data"]["name"],
         "T": cfg["T"], "seed": cfg["seed"], "device": str(device), "world_size": dist_info.world_size,
         "packages": package_versions(), "machine": machine(), "determinism": determinism_state(),
+        "numerics": numerics_state(method, device),
         "schedule": schedule, "schedule_note": schedule_note, "history": state["history"],
         "final": state["history"][-1] if state["history"] else {},
         "train_memory": memory, "wall_time_s": state["elapsed"], "peak_rss_bytes": peak_rss_bytes(),
