@@ -36,7 +36,6 @@ from ..equilibrium.solvers import broyden, get_solver
 from ..equilibrium.spiking_backward import cosine
 from ..experiments.config import load_config, load_yaml, resolve
 from ..experiments.published import published
-from ..experiments.verdict import FAILS, HOLDS, INCONCLUSIVE, Verdict
 from ..models import build_model
 from ..neurons import rate_normaliser, reset_net
 from ..train import build, build_data, evaluate
