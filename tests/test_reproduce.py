@@ -8,6 +8,7 @@ dataset; the data step installs Fashion-MNIST through apt where it can (a fake a
 otherwise says what to do.
 """
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,7 +28,7 @@ FIXTURES = ROOT / "tests" / "fixtures" / "notebooks"
 def _env(tmp: Path, tag: str) -> dict:
     env = dict(os.environ, SNNLIB_NOTEBOOKS=str(FIXTURES), SNNLIB_RESULTS=str(tmp / f"results_{tag}"),
                SNNLIB_FIGURES=str(tmp / f"figures_{tag}"), SNNLIB_REPORT_DATE="2000-01-01",
-               OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
+               OMP_NUM_THREADS="1", PYTHONHASHSEED="0", SNNLIB_HEARTBEAT_S="0.2")
     env.pop("WORLD_SIZE", None)
     return env
 
@@ -40,13 +41,13 @@ def _report(tmp: Path, tag: str) -> str:
 
 
 def _without_wall_times(report: str) -> str:
-    """The report minus its wall-time line: minutes measured on a shared machine differ between runs."""
-    kept = [ln for ln in report.splitlines() if not ln.startswith("Wall time of the last execution")]
-    assert len(kept) < len(report.splitlines()), "the report no longer states wall times"
-    return "\n".join(kept)
+    """The report minus its wall-time lines: minutes measured on a shared machine differ between runs."""
+    kept = re.sub(r"^(Wall time of the last execution|Every execution at) .*\n\n", "", report, flags=re.M)
+    assert kept != report, "the report no longer states wall times"
+    return kept
 
 
-def test_interrupted_reproduction_resumes_to_the_same_report(tmp_path):
+def test_interrupted_reproduction_resumes_to_the_same_report(tmp_path, monkeypatch):
     subprocess.run(CMD, env=_env(tmp_path, "a"), cwd=ROOT, check=True, timeout=900)
     straight = _report(tmp_path, "a")
     assert "fixture.accuracy" in straight and "fixture.memo" in straight
@@ -71,7 +72,13 @@ def test_interrupted_reproduction_resumes_to_the_same_report(tmp_path):
     assert "Incomplete" in _report(tmp_path, "b")     # written before the first notebook ran, never stale
 
     subprocess.run(CMD, env=env, cwd=ROOT, check=True, timeout=900)
-    assert _without_wall_times(_report(tmp_path, "b")) == _without_wall_times(straight)
+    resumed = _report(tmp_path, "b")
+    assert _without_wall_times(resumed) == _without_wall_times(straight)
+    monkeypatch.setenv("SNNLIB_RESULTS", env["SNNLIB_RESULTS"])     # the killed piece's time is accounted
+    monkeypatch.setenv("SNNLIB_NOTEBOOKS", env["SNNLIB_NOTEBOOKS"])
+    first, second = rep.executions("01_train", "smoke")
+    assert first["status"] in ("running", "interrupted") and first["seconds"] > 0 and second["status"] == "done"
+    assert "Every execution at smoke scale" in resumed and "`01_train`" in resumed
 
     again = subprocess.run(CMD, env=env, cwd=ROOT, check=True, timeout=900, capture_output=True, text=True)
     assert again.stderr.count("up to date, skipped") == 2

@@ -22,7 +22,9 @@ import json
 import os
 import re
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..data.fetch import DataMissing, ensure
@@ -39,6 +41,9 @@ FIRST_GUESS_MIN = {"smoke": 1.0, "cpu": 10.0, "full": 60.0, "paper": 600.0}
 #: where each scale keeps its results when $SNNLIB_RESULTS is not set (None: ``results/``). The full
 #: scale's records are committed (checkpoints aside) so that a later run continues where one stopped.
 RESULTS_OF_SCALE = {"full": ROOT / "figures" / "full" / "results"}
+#: seconds between updates of a running execution's entry in ``executions.json`` (a killed
+#: reproduction loses at most this much of its accounted time); ``$SNNLIB_HEARTBEAT_S`` overrides it
+HEARTBEAT_S = 30.0
 #: notebooks named ``NN_<...>_summary`` read every earlier notebook's results
 SUMMARY_SUFFIX = "_summary"
 #: parameters that name run configs the notebook only inspects (parameter counts), never trains
@@ -217,6 +222,61 @@ def stale(nbs: list[str], scale: str) -> list[str]:
     return out
 
 
+def _executions_path(nb: str, scale: str) -> Path:
+    return results_dir() / nb / scale / "executions.json"
+
+
+def executions(nb: str, scale: str) -> list[dict]:
+    """Every execution of ``nb`` at ``scale`` in this results folder, oldest first: ``started`` (UTC),
+    ``seconds`` (wall time, updated while it runs), ``status`` (running, done, failed, interrupted; an
+    entry left at running was killed), ``load`` (1-min load average when last updated)."""
+    p = _executions_path(nb, scale)
+    return list(read_json(p)) if p.exists() else []
+
+
+@contextmanager
+def _accounted(nb: str, scale: str):
+    """Log this execution in ``executions.json``: an entry written at the start, its wall time updated
+    every ``HEARTBEAT_S`` seconds from a background thread and at the end (status done or failed)."""
+    path = _executions_path(nb, scale)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log = executions(nb, scale)
+    entry = {"started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "seconds": 0.0,
+             "status": "running", "load": None}
+    log.append(entry)
+    t0 = time.perf_counter()
+    lock = threading.Lock()
+
+    def update(status: str | None = None) -> None:
+        with lock:
+            entry["seconds"] = round(time.perf_counter() - t0, 1)
+            entry["load"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+            if status:
+                entry["status"] = status
+            write_json(path, log)
+
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(float(os.environ.get("SNNLIB_HEARTBEAT_S", HEARTBEAT_S))):
+            update()
+
+    update()
+    thread = threading.Thread(target=beat, name=f"heartbeat-{nb}", daemon=True)
+    thread.start()
+    status = "failed"
+    try:
+        yield
+        status = "done"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        stop.set()
+        thread.join()
+        update(status)
+
+
 def execute(nb: str, scale: str, *, log_output: bool = True) -> float:
     """Run one notebook with papermill; returns its duration in seconds."""
     import papermill as pm
@@ -228,9 +288,10 @@ def execute(nb: str, scale: str, *, log_output: bool = True) -> float:
     t0 = time.perf_counter()
     env_threads = os.environ.get("OMP_NUM_THREADS")
     try:
-        pm.execute_notebook(str(notebooks_dir() / f"{nb}.ipynb"), str(tmp), parameters=params,
-                            kernel_name="python3", cwd=str(notebooks_dir()), log_output=log_output,
-                            progress_bar=False)
+        with _accounted(nb, scale):
+            pm.execute_notebook(str(notebooks_dir() / f"{nb}.ipynb"), str(tmp), parameters=params,
+                                kernel_name="python3", cwd=str(notebooks_dir()), log_output=log_output,
+                                progress_bar=False)
     except BaseException:
         if tmp.exists():
             os.replace(tmp, out_dir / f"{nb}.failed.ipynb")
@@ -259,13 +320,25 @@ def check_data(scale: str, nbs: list[str]) -> None:
 
 
 def wall_times_markdown(scale: str) -> str:
-    """Each notebook's wall time at its last execution at ``scale`` and their sum (minutes)."""
+    """Each notebook's wall time at its last execution at ``scale`` and their sum (minutes); where a
+    notebook ran in several executions (interrupted pieces, re-runs), also the sum of all of them, the
+    cost of building its results folder (runs and measurements made by one execution are loaded, at no
+    cost, by the next)."""
     times = {n: d["seconds"] / 60 for n in notebooks() if (d := _done(n, scale)) and "seconds" in d}
     if not times:
         return ""
     parts = ", ".join(f"`{n}` {m:.1f}" for n, m in times.items())
-    return (f"Wall time of the last execution of each notebook (min, this machine): {parts}; "
+    text = (f"Wall time of the last execution of each notebook (min, this machine): {parts}; "
             f"**total {sum(times.values()):.1f} min** (runs loaded from earlier executions cost no time here).\n\n")
+    logs = {n: log for n in notebooks() if (log := executions(n, scale))}
+    if any(len(log) > 1 for log in logs.values()):
+        total = {n: sum(e["seconds"] for e in log) / 60 for n, log in logs.items()}
+        pieces = ", ".join(f"`{n}` {total[n]:.1f} ({len(log)})" for n, log in logs.items())
+        loads = [e["load"] for log in logs.values() for e in log if e.get("load") is not None]
+        load = f"; 1-min load average at the last update of each: {min(loads):.1f}-{max(loads):.1f}" if loads else ""
+        text += (f"Every execution at {scale} scale, interrupted pieces included (min (executions)): {pieces}; "
+                 f"**all executions {sum(total.values()):.1f} min**{load}.\n\n")
+    return text
 
 
 def code_versions_markdown() -> str:
