@@ -68,7 +68,7 @@ interop: $(BENCH_STAMP)
 # Static results site from the committed files (README, report, executed notebooks, figures,
 # benchmark tables) into build/site; open build/site/index.html or serve it on 127.0.0.1.
 site: $(STAMP)
-	$(PY) -m snnlib.experiments.publish site --scale $(SCALE) --out build/site
+	$(PY) -m snnlib.pipeline.publish site --scale $(SCALE) --out build/site
 
 # Remove outputs from notebooks before committing them.
 strip: $(STAMP)

@@ -11,8 +11,8 @@ from .data.locate import BadArchive, DatasetNotFound
 from .errors import ConfigError
 from .experiments.config import load_config, parse_set
 from .experiments.io import CorruptFile
-from .experiments.reproduce import reproduce, scale_datasets
-from .experiments.runs import run_dir_for
+from .pipeline.reproduce import reproduce, scale_datasets
+from .pipeline.runs import run_dir_for
 from .methods import method_names
 from .models import model_names
 from .paths import SCALES

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from snnlib.experiments import executors as X
-from snnlib.experiments.runs import run_dir_for, run_many
+from snnlib.pipeline import executors as X
+from snnlib.pipeline.runs import run_dir_for, run_many
 from snnlib.experiments.config import ConfigError
 from snnlib.experiments.io import load_torch, read_json, write_json
 
@@ -174,7 +174,7 @@ def test_an_interrupted_submitit_sweep_resumes_without_resubmitting_and_matches_
     pytest.importorskip("submitit")
     rds = [run_dir_for(c) for c in SWEEP]
     (cluster_env / "sweep.json").write_text(json.dumps(SWEEP))
-    code = ("import json, sys; from snnlib.experiments.runs import run_many; "
+    code = ("import json, sys; from snnlib.pipeline.runs import run_many; "
             "run_many(json.load(open(sys.argv[1])), executor='submitit-local')")
     log = open(cluster_env / "orchestrator.log", "wb")
     orch = subprocess.Popen([PY, "-c", code, str(cluster_env / "sweep.json")], stdout=log, stderr=subprocess.STDOUT,

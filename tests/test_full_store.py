@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from snnlib.experiments import cache, config, provenance
-from snnlib.experiments import reproduce as rep
+from snnlib.pipeline import reproduce as rep
 from snnlib.paths import ROOT
 
 

@@ -118,7 +118,7 @@ def test_energy_of_the_tiny_model_splits_spike_fed_and_real_valued_layers():
 
 def test_evaluate_seeds_of_a_finished_run(tmp_path, monkeypatch):
     monkeypatch.setenv("SNNLIB_RESULTS", str(tmp_path))
-    from snnlib.experiments.runs import run
+    from snnlib.pipeline.runs import run
     cfg = {"name": "minlat_unit", "method": "single_step",
            "model": {"name": "min_latency", "depths": [2], "dims": [8], "patch_size": 4},
            "data": {"name": "fashion_mnist", "pad_to": 32, "subset": 64, "test_subset": 64, "batch_size": 32,

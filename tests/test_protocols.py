@@ -3,12 +3,12 @@ every paper protocol names existing published numbers and follows the reference 
 deviation is stated."""
 import pytest
 
-from snnlib.experiments import protocols as P
+from snnlib.pipeline import protocols as P
 from snnlib.experiments.config import ConfigError, config_hash, load_config, load_yaml
 
 
 def test_docs_protocols_is_regenerated_exactly():
-    assert P.OUT.read_text() == P.render(), "run: python -m snnlib.experiments.protocols"
+    assert P.OUT.read_text() == P.render(), "run: python -m snnlib.pipeline.protocols"
 
 
 def test_every_paper_config_has_a_protocol_with_published_keys_that_exist():

@@ -19,7 +19,7 @@ import pytest
 
 from snnlib.__main__ import main
 from snnlib.data.fetch import DataMissing
-from snnlib.experiments import reproduce as rep
+from snnlib.pipeline import reproduce as rep
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "notebooks"
@@ -86,7 +86,7 @@ def test_interrupted_reproduction_resumes_to_the_same_report(tmp_path, monkeypat
 
 
 def test_report_shows_published_numbers_with_unit_tag_and_source_when_known():
-    from snnlib.experiments.report import _published
+    from snnlib.pipeline.report import _published
     assert _published({"value": 72.41, "unit": "%", "tag": "ref-readme", "source": "README"}) == \
         "72.41% [ref-readme] README"
     assert _published({"value": 0.9004, "std": 0.002}) == "0.9004 (std=0.002)"      # no empty tag brackets

@@ -22,7 +22,7 @@ from urllib.request import urlopen
 import nbformat
 import pytest
 
-from snnlib.experiments import publish
+from snnlib.pipeline import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 NOT_COPIED = {".git", ".venv", "build", "results", "data", "figures", "notebooks"}

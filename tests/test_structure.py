@@ -3,9 +3,9 @@
 Layers, bottom to top (a module imports only from its own layer or below):
 
     paths, errors, registry
-    experiments LOW    io, config, provenance, cache, claims, verdict, published, tables, plots, nbtools
+    experiments        io, config, provenance, cache, claims, verdict, published, tables, plots, nbtools
     core               neurons -> layers -> equilibrium, online -> models -> methods; metrics; data; train
-    experiments HIGH   runs, executors, reproduce, report, publish, protocols
+    pipeline           runs, executors, reproduce, report, publish, protocols
     interop            NIR export and import, peer simulators
     studies            one module per paper study, and the Study context
     bench              the cross-library benchmark
@@ -34,11 +34,8 @@ LAZY_ALLOWED = {
 }
 
 BASE = {"snnlib", "snnlib.paths", "snnlib.errors", "snnlib.registry"}
-EXPERIMENTS_LOW = {f"snnlib.experiments.{m}" for m in
-                   ("io", "config", "provenance", "cache", "claims", "verdict", "published", "tables", "plots",
-                    "nbtools")} | {"snnlib.experiments"}
-EXPERIMENTS_HIGH = {f"snnlib.experiments.{m}" for m in ("runs", "executors", "reproduce", "report", "publish",
-                                                        "protocols")}
+EXPERIMENTS = ("snnlib.experiments",)
+PIPELINE = ("snnlib.pipeline",)
 CORE = ("neurons", "layers", "equilibrium", "online", "models", "methods", "metrics", "data", "train")
 ABOVE_CORE = ("snnlib.studies", "snnlib.interop", "snnlib.bench", "snnlib.__main__")
 
@@ -131,23 +128,23 @@ def test_the_base_modules_import_only_each_other():
     assert not bad, report(bad, "paths, errors and registry sit at the bottom and import no other snnlib module")
 
 
-def test_low_experiment_modules_import_neither_the_core_nor_anything_above():
-    bad = _offenders(lambda m: m in EXPERIMENTS_LOW,
-                     lambda t: within(t, ("snnlib",)) and t not in BASE | EXPERIMENTS_LOW)
-    assert not bad, report(bad, "experiments' low modules (configs, records, tables, claims, figures) import only "
+def test_experiments_import_neither_the_core_nor_anything_above():
+    bad = _offenders(lambda m: within(m, EXPERIMENTS),
+                     lambda t: within(t, ("snnlib",)) and t not in BASE and not within(t, EXPERIMENTS))
+    assert not bad, report(bad, "experiments (configs, records, tables, claims, figures) import only "
                                 "paths, errors, registry and each other")
 
 
 def test_the_core_imports_nothing_above_it():
-    above = lambda t: t in EXPERIMENTS_HIGH or within(t, ABOVE_CORE)   # noqa: E731
+    above = lambda t: within(t, PIPELINE + ABOVE_CORE)   # noqa: E731
     bad = _offenders(_core, above)
-    assert not bad, report(bad, "the core (neurons ... train) must not import experiments.runs/executors/reproduce/"
-                                "report/publish/protocols, studies, interop, bench or the CLI")
+    assert not bad, report(bad, "the core (neurons ... train) must not import the pipeline (runs, executors, "
+                                "reproduce, report, publish, protocols), studies, interop, bench or the CLI")
 
 
-def test_high_experiment_modules_import_no_study_and_not_the_cli():
-    bad = _offenders(lambda m: m in EXPERIMENTS_HIGH, lambda t: within(t, ABOVE_CORE))
-    assert not bad, report(bad, "experiments' high modules serve studies and the CLI; they import neither")
+def test_the_pipeline_imports_no_study_and_not_the_cli():
+    bad = _offenders(lambda m: within(m, PIPELINE), lambda t: within(t, ABOVE_CORE))
+    assert not bad, report(bad, "the pipeline serves studies and the CLI; it imports neither")
 
 
 def test_interop_imports_no_study_nor_the_benchmark():
@@ -199,6 +196,6 @@ def test_core_packages_form_no_cycle():
 def test_the_rules_see_the_whole_package():
     """The checks above read every module and resolve relative imports (guards against a silent no-op)."""
     found = modules()
-    assert {"snnlib.neurons.functional", "snnlib.experiments.runs", "snnlib.__main__"} <= set(found)
-    targets = {t for m, _, _, t, _ in all_imports() if m == "snnlib.experiments.runs"}
-    assert {"snnlib.train", "snnlib.experiments.executors", "snnlib.experiments.config"} <= targets
+    assert {"snnlib.neurons.functional", "snnlib.pipeline.runs", "snnlib.__main__"} <= set(found)
+    targets = {t for m, _, _, t, _ in all_imports() if m == "snnlib.pipeline.runs"}
+    assert {"snnlib.train", "snnlib.pipeline.executors", "snnlib.experiments.config"} <= targets

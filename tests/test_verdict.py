@@ -71,7 +71,7 @@ def test_bad_input_is_refused_by_name():
 
 def test_the_ledger_keeps_interval_seeds_and_budget_and_the_report_counts_three_verdicts(tmp_path, monkeypatch):
     from snnlib.experiments.claims import Ledger
-    from snnlib.experiments.report import claims_markdown
+    from snnlib.pipeline.report import claims_markdown
 
     monkeypatch.setenv("SNNLIB_RESULTS", str(tmp_path))
     ledger = Ledger("01_x", "smoke")
@@ -104,7 +104,7 @@ def test_a_claim_of_several_parts_holds_only_when_every_part_holds():
 
 
 def test_the_readme_table_counts_each_papers_verdicts_at_cpu_and_full_side_by_side():
-    from snnlib.experiments.report import paper_counts, verdict_table
+    from snnlib.pipeline.report import paper_counts, verdict_table
 
     claims = [{"id": "mpis.a", "verdict": HOLDS}, {"id": "mpis.b", "verdict": INCONCLUSIVE},
               {"id": "saf.c", "verdict": FAILS}, {"id": "saf.d", "holds": True}]      # d: recorded before judge
@@ -118,7 +118,7 @@ def test_the_readme_table_counts_each_papers_verdicts_at_cpu_and_full_side_by_si
 
 def test_an_inconclusive_cpu_verdict_points_to_the_scale_made_to_decide_it(tmp_path, monkeypatch):
     from snnlib.experiments.claims import Ledger
-    from snnlib.experiments.report import claims_markdown
+    from snnlib.pipeline.report import claims_markdown
 
     monkeypatch.setenv("SNNLIB_RESULTS", str(tmp_path))
     for scale, says in (("cpu", True), ("full", False)):

@@ -1,6 +1,6 @@
-"""Experiments, low level: configs, run records on disk, the tidy table, the claims ledger, caching,
-published numbers and figures. Training a config lives one level up, in :mod:`snnlib.experiments.runs`
-(``run``, ``run_many``, ``run_dir_for``, ``is_done``), because it needs the trainer."""
+"""Experiments: configs, run records on disk, the tidy table, the claims ledger, caching, published
+numbers and figures. Below the core, which reads its configs; training a config, ``make reproduce``
+and the report live above the trainer, in :mod:`snnlib.pipeline`."""
 from .cache import memo
 from .claims import ClaimFailed, Ledger, load_claims
 from .config import ConfigError, config_hash, load_config, load_yaml, parse_set, resolve

@@ -23,6 +23,14 @@ NEURONS = ("lif", "relu")
 OVERLAP_MERGES = ("mean", "or")
 
 
+def _check_choices(**chosen: str) -> None:
+    """Raise a ValueError naming the first of ``encoding``, ``neuron``, ``overlap_merge`` not among its choices."""
+    allowed = {"encoding": ENCODINGS, "neuron": NEURONS, "overlap_merge": OVERLAP_MERGES}
+    for name, value in chosen.items():
+        if value not in allowed[name]:
+            raise ValueError(f"unknown {name.replace('_', ' ')} {value!r}; choose one of {allowed[name]}")
+
+
 # --------------------------------------------------------------------------- encoding
 class _BernoulliST(torch.autograd.Function):
     """Forward 1[x > U]; backward the derivative of its expectation clamp(x, 0, 1)."""
@@ -116,12 +124,7 @@ class SpikingConvMixer(nn.Module):
     def __init__(self, dim: int, *, projection: str = "sin", recurrent: bool = True, encoding: str = "bernoulli",
                  neuron: str = "lif", overlap_merge: str = "mean", leak: float = LEAK):
         super().__init__()
-        if encoding not in ENCODINGS:
-            raise ValueError(f"unknown encoding {encoding!r}; choose one of {ENCODINGS}")
-        if neuron not in NEURONS:
-            raise ValueError(f"unknown neuron {neuron!r}; choose one of {NEURONS}")
-        if overlap_merge not in OVERLAP_MERGES:
-            raise ValueError(f"unknown overlap merge {overlap_merge!r}; choose one of {OVERLAP_MERGES}")
+        _check_choices(encoding=encoding, neuron=neuron, overlap_merge=overlap_merge)
         self.projection_name, self.projection = projection, get_projection(projection)
         self.recurrent, self.encoding, self.neuron = bool(recurrent), encoding, neuron
         self.overlap_merge, self.leak = overlap_merge, float(leak)
@@ -181,12 +184,7 @@ class SpikingLSTMMixer(nn.Module):
     def __init__(self, dim: int, *, projection: str = "sin", recurrent: bool = True, encoding: str = "bernoulli",
                  neuron: str = "lif", overlap_merge: str = "mean", order: str = "released", leak: float = LEAK):
         super().__init__()
-        if encoding not in ENCODINGS:
-            raise ValueError(f"unknown encoding {encoding!r}; choose one of {ENCODINGS}")
-        if neuron not in NEURONS:
-            raise ValueError(f"unknown neuron {neuron!r}; choose one of {NEURONS}")
-        if overlap_merge not in OVERLAP_MERGES:
-            raise ValueError(f"unknown overlap merge {overlap_merge!r}; choose one of {OVERLAP_MERGES}")
+        _check_choices(encoding=encoding, neuron=neuron, overlap_merge=overlap_merge)
         if order not in ("released", "uniform"):
             raise ValueError(f"unknown window order {order!r}; choose 'released' or 'uniform'")
         self.projection_name, self.projection = projection, get_projection(projection)

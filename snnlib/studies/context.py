@@ -15,7 +15,7 @@ from ..experiments.cache import memo
 from ..experiments.claims import Ledger
 from ..experiments.config import load_yaml, resolve
 from ..experiments.plots import save_figure, style
-from ..experiments.runs import run_many
+from ..pipeline.runs import run_many
 from ..experiments.tables import save_runs
 from ..paths import ROOT, SCALES
 

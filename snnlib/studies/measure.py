@@ -9,7 +9,7 @@ import torch
 from ..data.loader import make_loader
 from ..experiments.config import resolve
 from ..experiments.io import load_torch
-from ..experiments.runs import run_dir_for
+from ..pipeline.runs import run_dir_for
 from ..metrics.energy import EnergyCounter
 from ..metrics.memory import step_memory
 from ..train import build

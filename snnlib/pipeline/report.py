@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 from ..paths import ROOT, figures_dir
-from .claims import load_claims, verdict_of
-from .verdict import FAILS, HOLDS, INCONCLUSIVE
-from .io import read_json, write_json, write_text
-from .provenance import git_commit, machine
+from ..experiments.claims import load_claims, verdict_of
+from ..experiments.verdict import FAILS, HOLDS, INCONCLUSIVE
+from ..experiments.io import read_json, write_json, write_text
+from ..experiments.provenance import git_commit, machine
 
 #: claim-id prefix -> paper heading, in report order
 PAPERS = {

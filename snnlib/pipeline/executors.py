@@ -33,8 +33,8 @@ import torch
 import yaml
 
 from ..paths import ROOT
-from .config import ConfigError, config_hash, load_config, load_yaml, suggest
-from .io import jsonable, read_json, write_json, write_text
+from ..experiments.config import ConfigError, config_hash, load_config, load_yaml, suggest
+from ..experiments.io import jsonable, read_json, write_json, write_text
 
 EXECUTORS = ("inline", "local", "slurm", "submitit-local")
 RECORD = "job.json"

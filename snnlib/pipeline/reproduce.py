@@ -30,9 +30,9 @@ from pathlib import Path
 from ..data.fetch import DataMissing, ensure
 from ..data.registry import dataset_names
 from ..paths import ROOT, SCALES, notebooks, notebooks_dir, results_dir
-from .config import DEFAULTS, canonical_json, load_yaml
-from .io import read_json, write_json
-from .provenance import code_version
+from ..experiments.config import DEFAULTS, canonical_json, load_yaml
+from ..experiments.io import read_json, write_json
+from ..experiments.provenance import code_version
 from .publish import publish_notebooks
 from .report import write_report
 

@@ -1,7 +1,7 @@
 """Executed notebooks into the repository, and a static results site.
 
-    python -m snnlib.experiments.publish notebooks --scale cpu      # results/ -> figures/notebooks/
-    python -m snnlib.experiments.publish site --out build/site       # make site
+    python -m snnlib.pipeline.publish notebooks --scale cpu      # results/ -> figures/notebooks/
+    python -m snnlib.pipeline.publish site --out build/site       # make site
 
 ``publish_notebooks(scale)`` copies ``results/<nb>/<scale>/<nb>.ipynb`` to ``figures/notebooks/``
 (``figures/<scale>/notebooks/`` for other scales) with their outputs, but every image whose bytes
@@ -29,7 +29,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from ..paths import ROOT, SCALES, figures_dir, notebooks, notebooks_dir, results_dir
-from .io import write_text
+from ..experiments.io import write_text
 
 # ---------------------------------------------------------------------------------- notebooks
 
@@ -468,7 +468,7 @@ def build_site(out=None, scale: str = "cpu", *, root=None, strict: bool = False)
         shutil.rmtree(tmp)
     site = _Site(root, tmp, scale)
     files = site.run()
-    write_text(tmp / _MARKER, "built by snnlib.experiments.publish.build_site; replaced on every build\n")
+    write_text(tmp / _MARKER, "built by snnlib.pipeline.publish.build_site; replaced on every build\n")
     if site.problems and strict:
         shutil.rmtree(tmp)
         raise SiteError("broken links:\n  " + "\n  ".join(site.problems))
@@ -482,7 +482,7 @@ def build_site(out=None, scale: str = "cpu", *, root=None, strict: bool = False)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m snnlib.experiments.publish", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m snnlib.pipeline.publish", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     n = sub.add_parser("notebooks", help="copy the executed notebooks of a scale into figures/")

@@ -3,7 +3,7 @@
 ``run(cfg)`` returns the stored record when ``results/runs/<name>-<hash>/result.json``
 exists, resumes from the run's checkpoint when it was interrupted, and trains otherwise.
 ``run_many`` trains in this process by default; ``SNNLIB_EXECUTOR`` hands its runs to local
-processes or a Slurm cluster instead (see ``snnlib.experiments.executors``).
+processes or a Slurm cluster instead (see ``snnlib.pipeline.executors``).
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 from ..paths import results_dir
 from ..train import train
-from .config import config_hash, load_yaml, resolve
+from ..experiments.config import config_hash, load_yaml, resolve
 from .executors import executor_name, submit_runs
-from .io import read_json
+from ..experiments.io import read_json
 
 
 def run_dir_for(cfg: dict) -> Path:
@@ -45,7 +45,7 @@ def run_many(cfgs: list[dict], *, progress: bool = True, label: str = "runs", ex
 
     ``executor`` (default ``$SNNLIB_EXECUTOR``, else 'inline'): 'inline' trains them here one
     after the other with an estimate of what is left; 'local', 'slurm' or 'submitit-local'
-    submit the unfinished ones and wait for all (``snnlib.experiments.executors``).
+    submit the unfinished ones and wait for all (``snnlib.pipeline.executors``).
     """
     name = executor_name(executor)
     if name != "inline":
