@@ -134,6 +134,18 @@ def test_a_summary_notebook_is_stale_when_an_earlier_notebook_reran(tmp_path, mo
     assert rep.stale(rep.notebooks(), "smoke") == ["02_summary"]
 
 
+@pytest.mark.parametrize("nb", rep.notebooks())
+def test_papermill_reads_every_parameter_of_each_notebook_and_every_scale_sets_only_those(nb, caplog):
+    """A comment papermill cannot parse (e.g. one holding `x = 1`) hides its parameter: papermill
+    then warns "unknown parameter" at every execution, and a misspelt scale key would go unnoticed."""
+    import papermill as pm
+    with caplog.at_level("WARNING"):
+        names = set(pm.inspect_notebook(str(ROOT / "notebooks" / f"{nb}.ipynb")))
+    assert "Unable to parse" not in caplog.text
+    for scale in ("cpu", "full", "paper"):
+        assert set(rep.notebook_params(nb, scale)) <= names, f"configs/{nb}/{scale}.yaml sets unknown parameters"
+
+
 def test_each_scale_needs_the_datasets_its_configs_name():
     for scale in ("smoke", "cpu"):            # 04 names CIFAR configs at cpu scale only to count their parameters
         assert rep.scale_datasets(scale) == {"fashion_mnist": rep.notebooks(),
