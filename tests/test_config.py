@@ -12,6 +12,15 @@ def test_defaults_resolve_and_hash_is_stable():
     assert config_hash(resolve({"T": 8})) != config_hash(a)
 
 
+def test_documentation_and_float_flushing_leave_the_run_hash_alone():
+    """A run made before ``flush_denormal`` existed keeps its hash, so committed full-scale records stay valid."""
+    a = resolve({})
+    before_the_key = {k: v for k, v in a.items() if k != "flush_denormal"}
+    assert config_hash(resolve({"flush_denormal": False})) == config_hash(a) == config_hash(before_the_key)
+    assert config_hash(resolve({"protocol": {"deviations": ["x"]}})) == config_hash(a)
+    assert config_hash(resolve({"deterministic": False})) != config_hash(a)
+
+
 @pytest.mark.parametrize("cfg,match", [
     ({"epoch": 3}, "unknown config key 'epoch'.*'epochs'"),
     ({"optim": {"learning_rate": 0.1}}, "optim.'learning_rate'"),
