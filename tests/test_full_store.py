@@ -49,3 +49,20 @@ def test_the_full_scale_uses_the_committed_store(monkeypatch):
     assert "keys_include_code: false" in (store / provenance.STORE_FILE).read_text()
     ignored = (ROOT / ".gitignore").read_text()
     assert "/figures/full/results/**/*.pt" in ignored            # records yes, checkpoints no
+
+
+def test_every_committed_full_record_is_still_found_by_its_config(monkeypatch):
+    """A change of the config schema (a new key with a default, a changed default) changes every run's
+    hash and silently retrains the whole full scale: each committed record's config, resolved by today's
+    code, must hash to the folder it sits in (new keys that change no result go in UNHASHED_KEYS)."""
+    import json
+    store = rep.RESULTS_OF_SCALE["full"]
+    monkeypatch.setenv("SNNLIB_RESULTS", str(store))
+    records = sorted(store.glob("runs/*/result.json"))
+    assert records, "no committed full-scale records to check"
+    moved = []
+    for path in records:
+        rec = json.loads(path.read_text())
+        if config.config_hash(config.resolve(rec["config"])) != rec["config_hash"]:
+            moved.append(path.parent.name)
+    assert not moved, f"{len(moved)} committed full-scale runs would retrain: {moved[:5]}"
