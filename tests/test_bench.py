@@ -175,6 +175,35 @@ def test_runner_starts_a_worker_process(tmp_path):
     assert bad["error"] == "worker exited with 1" and "unknown framework" in bad["log_tail"]
 
 
+def test_timing_processes_are_forked_fresh_from_a_server_and_failures_are_named(tmp_path):
+    cfg = load_bench_config(ROOT / "configs" / "bench" / "quick.yaml")
+    r = Runner(cfg, tmp_path, log=lambda *_: None)
+    r.run("prepare", {"batch_size": 4})
+    args = {"variant": "plain_loop", "T": 2, "warmup": 0, "steps": 1}
+    try:
+        a, b = r.run("steps", args), r.run("steps", args)
+        bad = r.run("steps", {**args, "batch_size": 9})
+        server = r._timing_zygote("plain_loop").proc.pid
+    finally:
+        r.close()
+    assert "error" not in a and a["wall_s"] > 0 and a["torch_threads"] == cfg["threads"]
+    assert len({a["pid"], b["pid"], server}) == 3
+    assert bad["error"] == "worker exited with 1" and "the prepared batch has 4 samples" in bad["log_tail"]
+
+
+def test_fork_server_kills_a_child_past_its_timeout(tmp_path):
+    from snnlib.bench.__main__ import Zygote
+    script = tmp_path / "sleep.py"
+    script.write_text("import time\ntime.sleep(30)\n")
+    z = Zygote(("time",), {}, tmp_path / "zygote.log")
+    try:
+        assert z.run({"script": str(script), "log": str(tmp_path / "c.log"), "timeout_s": 0.3}) == "timeout"
+        assert z.run({"call": "json:loads", "argv": [], "log": str(tmp_path / "d.log")}) == 1   # a TypeError
+    finally:
+        z.close()
+    assert "TypeError" in (tmp_path / "d.log").read_text()
+
+
 def test_bench_config_files_name_known_variants():
     from snnlib.bench.ottt import OTTT_VARIANTS
     for name in ("default", "quick"):
