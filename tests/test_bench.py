@@ -300,3 +300,16 @@ def test_ottt_check_compares_every_accumulating_variant_with_snnlibs_ottt_a(tmp_
     assert [(r["variant"], r["reference"]) for r in rows] == [("snnlib_ottt_a", "snnlib_ottt_a"),
                                                              ("snnlib_ottt_a_lean", "snnlib_ottt_a")]
     assert rows[1]["grad_rel_err_max"] < 1e-5
+
+
+def test_profile_splits_a_step_into_its_phases_and_the_layers_share():
+    from snnlib.bench import profile
+    assert profile.is_layer_op("aten::mkldnn_convolution") and profile.is_layer_op("aten::avg_pool2d_backward")
+    assert not profile.is_layer_op("aten::sigmoid") and not profile.is_layer_op("aten::add_")
+    x, y = _batch(2)
+    row = profile.profile_variant("plain_loop", T=2, batch=(x, y), threads=1, warmup=0, steps=1)
+    parts = row["parts_ms"]
+    assert set(parts) == set(profile.PARTS) and all(v >= 0 for v in parts.values())
+    assert parts["forward: layers"] > 0 and parts["backward: layers"] > 0
+    assert sum(parts.values()) <= sum(row["phases_ms"].values()) * 1.001
+    assert "| plain PyTorch loop |" in profile.markdown([row])

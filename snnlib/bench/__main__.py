@@ -10,6 +10,7 @@ also printed) and figures under ``figures/bench/``.
     python -m snnlib.bench                       # the full suite (configs/bench/default.yaml)
     python -m snnlib.bench --config configs/bench/quick.yaml --out /tmp/bench   # seconds, for tests
     python -m snnlib.bench --only bptt memory    # some sections (report always runs)
+    python -m snnlib.bench.profile               # where a T = 16 step's time goes -> figures/bench/profile.*
 
 Section ``equilibrium``: training steps of IDE, MPIS and SPIDE timed in processes that alternate
 the working tree and the library at ``equilibrium.old_commit`` (extracted with ``git archive``
