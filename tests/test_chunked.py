@@ -70,9 +70,15 @@ def test_every_chunking_matches_the_reference_lif_step_loop(kind, reset, detach_
     monkeypatch.setattr(chunked, "last_level_cache_bytes", lambda: cache)
     chunk = "auto" if chunk == "auto_small" else chunk
     x = _input()
-    run = _run(_model(kind, _neuron(reset, detach_reset, "fused"), chunk), x)
-    _assert_same(run, _run(_model(kind, _neuron(reset, detach_reset, "torch"), chunk), x), exact=True)
-    _assert_same(run, _run(_model(kind, _neuron(reset, detach_reset, "torch"), None), x), exact=False)
+    fused = _model(kind, _neuron(reset, detach_reset, "fused"), chunk)
+    reference = _model(kind, _neuron(reset, detach_reset, "torch"), chunk)
+    whole = _run(_model(kind, _neuron(reset, detach_reset, "torch"), None), x)
+    for _ in range(2):          # 'auto': the first call measures the step, the second knows it
+        for net in (fused, reference):
+            net.zero_grad(set_to_none=True)
+        run = _run(fused, x)
+        _assert_same(run, _run(reference, x), exact=True)
+        _assert_same(run, whole, exact=False)
 
 
 class _Neurons(torch.nn.Module):
@@ -110,6 +116,9 @@ def test_auto_runs_the_first_step_alone_then_chunks_that_fit_the_cache(small_cac
     net.features[0].register_forward_hook(lambda m, i, o: batches.append(i[0].shape[0]))   # [c, B, ...]
     net(_input())
     assert batches == [1, 2, 2, 2]                 # 1 + 6 steps in chunks of 2
+    batches.clear()
+    net(_input(seed=2))
+    assert batches == [2, 2, 2, 1]                 # the step size is known: 7 steps in chunks of 2
 
 
 def test_chunk_size_takes_the_fewest_even_chunks_that_fit():

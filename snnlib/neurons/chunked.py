@@ -12,9 +12,10 @@ reference ``lif_step`` loop (tests, float64). Not for a module that mixes sample
 across time: BatchNorm in training mode normalises over the T*B batch, so a network with it runs
 the whole sequence at once (``chunk_size`` returns T).
 
-``chunk='auto'`` (the default of the models using it): the first step runs alone and measures the
-bytes of the largest layer output per step; then ``c`` is the largest number of steps whose largest
-activation fits in the last-level cache, evened out over the remaining steps (``chunk_size``).
+``chunk='auto'`` (the default of the models using it): on the first call with a given step shape
+the first step runs alone and measures the bytes of the largest layer output per step (remembered
+on the module for that shape); ``c`` is the largest number of steps whose largest activation fits
+in the last-level cache, evened out over the (remaining) steps (``chunk_size``).
 """
 from __future__ import annotations
 
@@ -96,8 +97,13 @@ def chunked_forward(module: nn.Module, fn, x_seq: torch.Tensor, chunk="auto") ->
         raise ValueError(f"{type(module).__name__} has BatchNorm in training mode, which normalises over all "
                          "T*B samples: it cannot run in time chunks (use chunk=None or eval mode)")
     if chunk == "auto":
-        first, step_bytes = _largest_output_bytes(module, fn, x_seq[:1])
-        outs, start, size = [first], 1, chunk_size(T - 1, step_bytes)
+        key = (tuple(x_seq.shape[1:]), x_seq.dtype)
+        known = module.__dict__.setdefault("_chunk_step_bytes", {})
+        if key in known:
+            outs, start, size = [], 0, chunk_size(T, known[key])
+        else:
+            first, known[key] = _largest_output_bytes(module, fn, x_seq[:1])
+            outs, start, size = [first], 1, chunk_size(T - 1, known[key])
     elif isinstance(chunk, int) and not isinstance(chunk, bool) and chunk >= 1:
         outs, start, size = [], 0, chunk
     else:
