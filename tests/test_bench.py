@@ -175,6 +175,35 @@ def test_runner_starts_a_worker_process(tmp_path):
     assert bad["error"] == "worker exited with 1" and "unknown framework" in bad["log_tail"]
 
 
+def test_timing_processes_are_forked_fresh_from_a_server_and_failures_are_named(tmp_path):
+    cfg = load_bench_config(ROOT / "configs" / "bench" / "quick.yaml")
+    r = Runner(cfg, tmp_path, log=lambda *_: None)
+    r.run("prepare", {"batch_size": 4})
+    args = {"variant": "plain_loop", "T": 2, "warmup": 0, "steps": 1}
+    try:
+        a, b = r.run("steps", args), r.run("steps", args)
+        bad = r.run("steps", {**args, "batch_size": 9})
+        server = r._timing_zygote("plain_loop").proc.pid
+    finally:
+        r.close()
+    assert "error" not in a and a["wall_s"] > 0 and a["torch_threads"] == cfg["threads"]
+    assert len({a["pid"], b["pid"], server}) == 3
+    assert bad["error"] == "worker exited with 1" and "the prepared batch has 4 samples" in bad["log_tail"]
+
+
+def test_fork_server_kills_a_child_past_its_timeout(tmp_path):
+    from snnlib.bench.__main__ import Zygote
+    script = tmp_path / "sleep.py"
+    script.write_text("import time\ntime.sleep(30)\n")
+    z = Zygote(("time",), {}, tmp_path / "zygote.log")
+    try:
+        assert z.run({"script": str(script), "log": str(tmp_path / "c.log"), "timeout_s": 0.3}) == "timeout"
+        assert z.run({"call": "json:loads", "argv": [], "log": str(tmp_path / "d.log")}) == 1   # a TypeError
+    finally:
+        z.close()
+    assert "TypeError" in (tmp_path / "d.log").read_text()
+
+
 def test_bench_config_files_name_known_variants():
     from snnlib.bench.ottt import OTTT_VARIANTS
     for name in ("default", "quick"):
@@ -271,3 +300,16 @@ def test_ottt_check_compares_every_accumulating_variant_with_snnlibs_ottt_a(tmp_
     assert [(r["variant"], r["reference"]) for r in rows] == [("snnlib_ottt_a", "snnlib_ottt_a"),
                                                              ("snnlib_ottt_a_lean", "snnlib_ottt_a")]
     assert rows[1]["grad_rel_err_max"] < 1e-5
+
+
+def test_profile_splits_a_step_into_its_phases_and_the_layers_share():
+    from snnlib.bench import profile
+    assert profile.is_layer_op("aten::mkldnn_convolution") and profile.is_layer_op("aten::avg_pool2d_backward")
+    assert not profile.is_layer_op("aten::sigmoid") and not profile.is_layer_op("aten::add_")
+    x, y = _batch(2)
+    row = profile.profile_variant("plain_loop", T=2, batch=(x, y), threads=1, warmup=0, steps=1)
+    parts = row["parts_ms"]
+    assert set(parts) == set(profile.PARTS) and all(v >= 0 for v in parts.values())
+    assert parts["forward: layers"] > 0 and parts["backward: layers"] > 0
+    assert sum(parts.values()) <= sum(row["phases_ms"].values()) * 1.001
+    assert "| plain PyTorch loop |" in profile.markdown([row])

@@ -34,7 +34,8 @@ def spikes_of(net, x_seq):
 
 def conv_snn(dtype, bn=False, reset="hard"):
     torch.manual_seed(0)
-    m = build_model({"name": "conv_snn", "channels": [4, 8], "bn": bn, "channels_last": False,
+    # chunk=None: the whole sequence per layer, as NIRNetwork runs it (time chunks round the convs differently)
+    m = build_model({"name": "conv_snn", "channels": [4, 8], "bn": bn, "channels_last": False, "chunk": None,
                      "neuron": {"reset": reset, "leak": 0.5, "v_th": 1.0}}, INFO).to(dtype).eval()
     if bn:      # non-trivial running statistics to fold
         for mod in m.modules():

@@ -1,13 +1,16 @@
 """``python -m snnlib.bench``: snnlib against SpikingJelly, snnTorch and Norse (``make bench``),
 and the equilibrium methods (IDE, MPIS, SPIDE) against the library at an older commit.
 
-Runs every measurement in its own child process (``snnlib.bench.worker``; this process never
-imports torch), writes ``results/bench/*.json``, a table of ratios (``results/bench/summary.md``,
+Runs every measurement in its own fresh child process (this process never imports torch): timing
+processes are forked from servers that imported torch and the bench once (``snnlib/bench/zygote.py``;
+a new interpreter spends 5-10 s on those imports, more than most measured steps), the others
+(memory, equality, methods) start a new interpreter (``snnlib.bench.stepper`` / ``worker``). Writes ``results/bench/*.json``, a table of ratios (``results/bench/summary.md``,
 also printed) and figures under ``figures/bench/``.
 
     python -m snnlib.bench                       # the full suite (configs/bench/default.yaml)
     python -m snnlib.bench --config configs/bench/quick.yaml --out /tmp/bench   # seconds, for tests
     python -m snnlib.bench --only bptt memory    # some sections (report always runs)
+    python -m snnlib.bench.profile               # where a T = 16 step's time goes -> figures/bench/profile.*
 
 Section ``equilibrium``: training steps of IDE, MPIS and SPIDE timed in processes that alternate
 the working tree and the library at ``equilibrium.old_commit`` (extracted with ``git archive``
@@ -35,6 +38,53 @@ from ..paths import ROOT, results_dir
 SECTIONS = ("equality", "bptt", "memory", "ottt", "methods", "equilibrium")
 EQ_SCRIPT = ROOT / "snnlib" / "bench" / "equilibrium.py"
 LIGHT_TASKS = ("steps", "memory")      # snnlib.bench.stepper: torch and the benchmark networks only
+ZYGOTE = ROOT / "snnlib" / "bench" / "zygote.py"
+#: What a fork server imports once for the timing processes (each fresh process would spend seconds on
+#: it): torch, torch._dynamo (optimizers import it on first construction), the bench modules and every
+#: method family (``build_method`` imports them all). Peer frameworks are imported by each child, except
+#: Norse (seconds of TorchScript at import), whose variants have a server of their own that preloads it.
+LIGHT_PRELOAD = ("torch", "torch._dynamo", "snnlib.bench.stepper", "snnlib.methods.bptt", "snnlib.methods.online",
+                 "snnlib.methods.implicit", "snnlib.methods.spide", "snnlib.methods.single_step")
+PEER_PRELOAD = {"norse": ("norse.torch",)}
+#: The same for ``snnlib/bench/equilibrium.py`` in either code tree (modules both trees have).
+TREE_PRELOAD = ("torch", "torch._dynamo", "snnlib.equilibrium.implicit", "snnlib.experiments.config", "snnlib.train",
+                "snnlib.train.setup")
+
+
+class Zygote:
+    """A ``snnlib/bench/zygote.py`` fork server: ``run(request)`` runs one request in a fresh forked
+    child and returns its exit code (or "timeout"). Started on first use, restarted if it dies."""
+
+    def __init__(self, preload, env: dict, log: Path):
+        self.preload, self.env, self.log = list(preload), env, log
+        self.proc = None
+
+    def _start(self):
+        with open(self.log, "a") as lf:
+            self.proc = subprocess.Popen([sys.executable, str(ZYGOTE), *self.preload], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=lf, env=self.env, cwd=ROOT, text=True)
+        ready = json.loads(self.proc.stdout.readline() or "{}")
+        if not ready.get("ready"):
+            self.close()
+            raise RuntimeError(f"fork server did not start: {ready.get('error', 'see ' + str(self.log))}")
+
+    def run(self, request: dict):
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            self.close()
+            return "fork server died"
+        return json.loads(line)["rc"]
+
+    def close(self):
+        if self.proc is not None:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+            self.proc.wait()
+            self.proc = None
 
 
 class Runner:
@@ -47,6 +97,17 @@ class Runner:
         self.batch = self.work / "batch.pt"
         self.t0 = time.perf_counter()
         self._n = 0
+        self._zygotes: dict = {}
+
+    def zygote(self, key: str, preload, env: dict) -> Zygote:
+        """The fork server named ``key`` (one per preload list, environment and code tree)."""
+        if key not in self._zygotes:
+            self._zygotes[key] = Zygote(preload, env, self.work / f"zygote_{key}.log")
+        return self._zygotes[key]
+
+    def close(self):
+        for z in self._zygotes.values():
+            z.close()
 
     def _env(self, memory: bool) -> dict:
         env = dict(os.environ)
@@ -77,15 +138,28 @@ class Runner:
         tail = logf.read_text()[-1500:] if logf.exists() else ""
         return {"error": f"worker exited with {proc_rc}", "log_tail": tail}
 
+    def _timing_zygote(self, variant: str) -> Zygote:
+        peer = next((p for p in PEER_PRELOAD if variant.startswith(p)), None)
+        return self.zygote(f"timing_{peer or 'base'}", LIGHT_PRELOAD + PEER_PRELOAD.get(peer, ()), self._env(False))
+
     def run(self, task: str, args: dict, memory: bool = False) -> dict:
+        """One measurement in a fresh process. Timing processes (task ``steps``) are forked from a
+        server that has imported torch and the bench (``Zygote``); everything else, memory processes
+        included, starts a new interpreter (a forked child's RSS would count library pages the
+        parent mapped as they are touched, so its step peak would not compare with a fresh one's)."""
         argf, outf, logf = self._files(task, args)
-        with open(logf, "w") as lf:
-            try:
-                p = subprocess.run(self._command(task, argf, outf), env=self._env(memory), cwd=ROOT, stdout=lf,
-                                   stderr=subprocess.STDOUT, timeout=self.cfg["timeout_s"])
-                rc = p.returncode
-            except subprocess.TimeoutExpired:
-                rc = "timeout"
+        if task == "steps" and not memory:
+            rc = self._timing_zygote(args["variant"]).run(
+                {"call": "snnlib.bench.stepper:main", "argv": [task, str(argf), str(outf)], "log": str(logf),
+                 "cwd": str(ROOT), "timeout_s": self.cfg["timeout_s"]})
+        else:
+            with open(logf, "w") as lf:
+                try:
+                    p = subprocess.run(self._command(task, argf, outf), env=self._env(memory), cwd=ROOT, stdout=lf,
+                                       stderr=subprocess.STDOUT, timeout=self.cfg["timeout_s"])
+                    rc = p.returncode
+                except subprocess.TimeoutExpired:
+                    rc = "timeout"
         res = self._collect(rc, outf, logf)
         self.log(f"  [{self.elapsed():6.0f} s] {task} {_label(args)}" + (f"  FAILED: {res['error']}" if "error" in res else ""))
         return res
@@ -95,13 +169,9 @@ class Runner:
         argf, outf, logf = self._files(label, args)
         env = self._env(False)
         env["PYTHONPATH"] = str(code_root)
-        with open(logf, "w") as lf:
-            try:
-                p = subprocess.run([sys.executable, str(EQ_SCRIPT), str(argf), str(outf)], env=env, cwd=ROOT,
-                                   stdout=lf, stderr=subprocess.STDOUT, timeout=self.cfg["timeout_s"])
-                rc = p.returncode
-            except subprocess.TimeoutExpired:
-                rc = "timeout"
+        z = self.zygote(f"tree_{Path(code_root).name}", TREE_PRELOAD, env)
+        rc = z.run({"script": str(EQ_SCRIPT), "argv": [str(argf), str(outf)], "log": str(logf), "cwd": str(ROOT),
+                    "timeout_s": self.cfg["timeout_s"]})
         res = self._collect(rc, outf, logf)
         took = f" {res['median']['wall_s']:.3f} s/step" if "median" in res else ""
         self.log(f"  [{self.elapsed():6.0f} s] {label}{took}" + (f"  FAILED: {res['error']}" if "error" in res else ""))
@@ -109,7 +179,7 @@ class Runner:
 
     def run_parallel(self, task: str, arg_list: list[dict], parallel: int, memory: bool = True) -> list[dict]:
         """Several fresh processes, ``parallel`` at a time (memory runs: 1 thread each)."""
-        pending = [(i, a) for i, a in enumerate(arg_list)]
+        pending = list(enumerate(arg_list))
         running, results = [], [None] * len(arg_list)
         while pending or running:
             while pending and len(running) < parallel:
@@ -259,6 +329,7 @@ def run_suite(cfg: dict, out: Path, only=None, log=print) -> dict:
                                      "threads": 1}))
     if "equilibrium" in only and "equilibrium" in cfg:
         write_json(out / "equilibrium.json", equilibrium_section(r, cfg, out, log))
+    r.close()
     return {"seconds": r.elapsed()}
 
 

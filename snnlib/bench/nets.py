@@ -27,7 +27,9 @@ DEFAULT_SPEC = dict(channels=(32, 64), in_channels=1, size=28, num_classes=10, l
 #: How each peer is made equal to snnlib's neuron, and what stays different.
 DIFFERENCES = {
     "snnlib": "LIFNode(leak=0.5, v_th=1, reset='hard', v_reset=0, detach_reset=True, surrogate=Sigmoid(4)), "
-              "multi-step (fused backend); conv/pool/linear on T*B folded batches (SeqToBatch).",
+              "multi-step (fused backend); conv/pool/linear on folded batches (SeqToBatch), the sequence run "
+              "in time chunks sized to the CPU cache (conv_snn's default chunk='auto': the first step alone, "
+              "then chunks of c steps through every layer, c*B*largest activation <= last-level cache).",
     "spikingjelly": "neuron.LIFNode(tau=2, decay_input=False, v_threshold=1, v_reset=0, detach_reset=True, "
                     "surrogate.Sigmoid(alpha=4), step_mode='m'): h = v - v/tau + x equals h = 0.5 v + x bit for "
                     "bit. On CPU, float32, 2.0.0 runs this through its registered sj_lif op (a Python loop over "
@@ -102,13 +104,13 @@ class FoldedNet(BenchNet):
 class SnnlibNet(BenchNet):
     framework = "snnlib"
 
-    def __init__(self, spec: dict, backend: str = "fused", detach_reset: bool | None = None):
+    def __init__(self, spec: dict, backend: str = "fused", detach_reset: bool | None = None, chunk="auto"):
         super().__init__()
         detach = spec["detach_reset"] if detach_reset is None else detach_reset
         neuron = dict(leak=spec["leak"], v_th=spec["v_th"], reset="hard", v_reset=0.0, detach_reset=detach,
                       surrogate={"name": "sigmoid", "alpha": spec["alpha"]}, backend=backend)
         self.net = build_model({"name": "conv_snn", "channels": list(spec["channels"]), "bn": False, "pool": "avg",
-                                "neuron": neuron},
+                                "neuron": neuron, "chunk": chunk},
                                {"channels": spec["in_channels"], "size": (spec["size"], spec["size"]),
                                 "num_classes": spec["num_classes"]})
 

@@ -5,12 +5,14 @@
     memory   peak RSS and saved bytes of one step of one variant at one T
 
 It imports torch, the benchmark networks and the training methods only (no studies, plots or
-data loaders), so a process starts in the time torch takes to import; ``snnlib.bench.worker``
-runs the other tasks.
+data loaders); ``snnlib.bench.worker`` runs the other tasks. ``python -m snnlib.bench`` forks the
+timing processes from a server that has imported these once (``snnlib/bench/zygote.py``) and
+starts every memory process as a new interpreter.
 """
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -109,10 +111,14 @@ def run_task(tasks: dict, argv) -> int:
     t0 = time.perf_counter()
     result = tasks[task](args)
     result.update(task=task, seconds=time.perf_counter() - t0, torch=torch.__version__,
-                  torch_threads=torch.get_num_threads())
+                  torch_threads=torch.get_num_threads(), pid=os.getpid())
     Path(argv[2]).write_text(json.dumps(result, indent=1))
     return 0
 
 
+def main(argv=None) -> int:
+    return run_task(TASKS, sys.argv[1:] if argv is None else argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_task(TASKS, sys.argv[1:]))
+    raise SystemExit(main())

@@ -46,12 +46,19 @@ class AnnTrainer(Trainer):
         return loss.item()
 
 
+#: snnlib's network with a fixed time chunking instead of its default ('auto'): for measuring the choice.
+SNNLIB_CHUNKINGS = {"snnlib_whole": None, **{f"snnlib_chunk{c}": c for c in (1, 2, 3, 4, 6, 8)}}
+
+
 def make_trainer(variant: str, spec: dict, T: int, seed: int = 0) -> Trainer:
-    """'snnlib', 'snnlib_torch' (the reference loop backend), a peer framework or 'ann_relu'."""
+    """'snnlib', 'snnlib_torch' (the reference loop backend), a peer framework, 'ann_relu', or one of
+    ``SNNLIB_CHUNKINGS`` (snnlib with the whole sequence per layer, or a fixed chunk of steps)."""
     if variant == "ann_relu":
         net = AnnFloor(spec)
         load_canonical(net, canonical_weights(spec, seed))
         return AnnTrainer(net, 1)
+    if variant in SNNLIB_CHUNKINGS:
+        return SnnlibTrainer(build("snnlib", spec, seed, chunk=SNNLIB_CHUNKINGS[variant]), T)
     if variant in ("snnlib", "snnlib_torch"):
         net = build("snnlib", spec, seed, backend="fused" if variant == "snnlib" else "torch")
         return SnnlibTrainer(net, T)

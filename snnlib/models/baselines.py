@@ -1,7 +1,10 @@
 """Feed-forward SNNs used as BPTT baselines: an FC net and a small conv net.
 
 All take a time-first input [T, B, ...] and return per-step logits [T, B, num_classes].
-Stateless layers run on T*B folded batches; neurons run in multi-step mode.
+Stateless layers run on folded batches; neurons run in multi-step mode. ``chunk`` ('auto' by
+default): the sequence goes through the network in time chunks sized to the CPU cache, a chunk
+through every layer before the next (``neurons.chunked``; exact; a network with BatchNorm in
+training mode runs whole). None runs all T steps through each layer at once ([T*B, ...]).
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from ..neurons import LIFNode, SeqToBatch
+from ..neurons import LIFNode, SeqToBatch, chunked_forward
 from . import register_model
 
 
@@ -25,8 +28,9 @@ class FCSNN(nn.Module):
     """Flatten -> [Linear -> LIF] x len(hidden) -> Linear. Input [T, B, C, H, W] or [T, B, D]."""
 
     def __init__(self, in_channels: int = 1, input_size=(28, 28), num_classes: int = 10,
-                 hidden=(400,), neuron: dict | None = None):
+                 hidden=(400,), neuron: dict | None = None, chunk="auto"):
         super().__init__()
+        self.chunk = chunk
         d = in_channels * math.prod(input_size)
         layers = []
         for h in hidden:
@@ -36,7 +40,10 @@ class FCSNN(nn.Module):
         self.head = SeqToBatch(nn.Linear(d, num_classes))
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x_seq.flatten(2)))
+        return chunked_forward(self, self._steps, x_seq.flatten(2), self.chunk)
+
+    def _steps(self, x_seq: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x_seq))
 
 
 @register_model("conv_snn")
@@ -51,8 +58,9 @@ class ConvSNN(nn.Module):
 
     def __init__(self, in_channels: int = 1, input_size=(28, 28), num_classes: int = 10,
                  channels=(32, 64), bn: bool = True, pool: str = "avg", neuron: dict | None = None,
-                 first_layer_gain: float = 1.0, channels_last: bool = True):
+                 first_layer_gain: float = 1.0, channels_last: bool = True, chunk="auto"):
         super().__init__()
+        self.chunk = chunk
         if pool not in ("avg", "max"):
             raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
         Pool = nn.AvgPool2d if pool == "avg" else nn.MaxPool2d
@@ -74,4 +82,7 @@ class ConvSNN(nn.Module):
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         if x_seq.dim() != 5:
             raise ValueError(f"ConvSNN expects [T, B, C, H, W], got shape {tuple(x_seq.shape)}")
+        return chunked_forward(self, self._steps, x_seq, self.chunk)
+
+    def _steps(self, x_seq: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x_seq))

@@ -109,12 +109,14 @@ class OnlineVGG(ModeModule):
             1 = global average pooling, the reference setting; the small nets use more).
         resize: resample every input frame to resize x resize (bilinear, antialiased) before the first
             conv; OTTT feeds CIFAR10-DVS at 48x48. A linear map, so SAF's equivalence is kept.
+        channels_last: store the conv weights channels-last, so activations stay NHWC on CPU (faster
+            convolutions and pooling, as in ``conv_snn``; same values up to rounding).
     """
 
     def __init__(self, cfg="A", in_channels: int = 3, num_classes: int = 10, input_size=(32, 32),
                  feedback: bool = False, leak: float = 0.5, v_th: float = 1.0, surrogate="sigmoid",
                  dropout: float = 0.0, ws: bool = True, spike_scale: float = SPIKE_SCALE, resize: int | None = None,
-                 fc_hw: int = 1):
+                 fc_hw: int = 1, channels_last: bool = True):
         super().__init__()
         if not isinstance(fc_hw, int) or fc_hw <= 0:
             raise ValueError(f"fc_hw must be a positive int, got {fc_hw!r}")
@@ -149,6 +151,8 @@ class OnlineVGG(ModeModule):
         else:
             self.feedback = None
         self._init_weights()
+        if channels_last:
+            self.to(memory_format=torch.channels_last)     # 4-d parameters only: the convs
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -200,25 +204,28 @@ class OnlineVGG(ModeModule):
 @register_model("online_vgg")
 def online_vgg(cfg="A", in_channels: int = 3, num_classes: int = 10, input_size=(32, 32), leak: float = 0.5,
                v_th: float = 1.0, surrogate="sigmoid", dropout: float = 0.0, ws: bool = True,
-               spike_scale: float = SPIKE_SCALE, resize: int | None = None, fc_hw: int = 1) -> OnlineVGG:
+               spike_scale: float = SPIKE_SCALE, resize: int | None = None, fc_hw: int = 1,
+               channels_last: bool = True) -> OnlineVGG:
     """OTTT's VGG(sWS) (cfg "A"): 64,128,AP,256,256,AP,512,512,AP,512,512, GAP, Linear."""
     return OnlineVGG(cfg, in_channels, num_classes, input_size, False, leak, v_th, surrogate, dropout, ws,
-                     spike_scale, resize, fc_hw)
+                     spike_scale, resize, fc_hw, channels_last)
 
 
 @register_model("online_vggf")
 def online_vggf(cfg="A", in_channels: int = 3, num_classes: int = 10, input_size=(32, 32), leak: float = 0.5,
                 v_th: float = 1.0, surrogate="sigmoid", dropout: float = 0.0, ws: bool = True,
-                spike_scale: float = SPIKE_SCALE, resize: int | None = None, fc_hw: int = 1) -> OnlineVGG:
+                spike_scale: float = SPIKE_SCALE, resize: int | None = None, fc_hw: int = 1,
+                channels_last: bool = True) -> OnlineVGG:
     """OTTT's VGG-F: VGG(sWS) plus the feedback conv from the last features to the first layer."""
     return OnlineVGG(cfg, in_channels, num_classes, input_size, True, leak, v_th, surrogate, dropout, ws,
-                     spike_scale, resize, fc_hw)
+                     spike_scale, resize, fc_hw, channels_last)
 
 
 @register_model("online_conv")
 def online_conv(cfg="small", in_channels: int = 1, num_classes: int = 10, input_size=(28, 28),
                 feedback: bool = False, leak: float = 0.5, v_th: float = 1.0, surrogate="sigmoid",
-                dropout: float = 0.0, ws: bool = True, spike_scale: float = SPIKE_SCALE, fc_hw: int = 1) -> OnlineVGG:
+                dropout: float = 0.0, ws: bool = True, spike_scale: float = SPIKE_SCALE, fc_hw: int = 1,
+                channels_last: bool = True) -> OnlineVGG:
     """Small variant for Fashion-MNIST: sWS-conv 32, AP, 64, AP, pool to fc_hw x fc_hw, Linear (cfg "small")."""
     return OnlineVGG(cfg, in_channels, num_classes, input_size, feedback, leak, v_th, surrogate, dropout, ws,
-                     spike_scale, None, fc_hw)
+                     spike_scale, None, fc_hw, channels_last)

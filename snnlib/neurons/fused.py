@@ -23,7 +23,7 @@ from .functional import RESETS
 from .surrogate import ATan, Rectangle, Sigmoid, Surrogate, Triangle
 
 
-def _derivative_(surrogate: Surrogate | None, z: torch.Tensor) -> torch.Tensor:
+def surrogate_derivative_(surrogate: Surrogate | None, z: torch.Tensor) -> torch.Tensor:
     """``surrogate.derivative(z)`` computed in place in ``z`` for the built-in surrogates
     (no temporaries the size of the sequence); other surrogates use their own method.
     A plain Heaviside (None) passes no gradient."""
@@ -104,7 +104,7 @@ class _FusedLIF(torch.autograd.Function):
         carry, scale = g_vT, 1.0          # gradient w.r.t. the post-reset potential v[t] is scale * carry
         for t in range(h_all.shape[0] - 1, -1, -1):
             h, g = h_all[t], gx[t]
-            _derivative_(surrogate, torch.sub(h, v_th, out=sg))       # d spike[t] / d h[t]
+            surrogate_derivative_(surrogate, torch.sub(h, v_th, out=sg))       # d spike[t] / d h[t]
             if g_s is not None:
                 torch.mul(sg, g_s[t], out=g)                          # A = sg g_s
             else:

@@ -14,14 +14,37 @@ Per mode (see ``modes``), input I[t] [B, ...]:
   only a_hat[t-1] and fires s[t] = H(U_hat[t] - v_th (leak a_hat[t-1] + 1)); returns a_hat[t],
   whose gradient flows through s[t] only.
 Dropout (mask drawn once per batch, shared over T) multiplies what the neuron emits.
+
+In the OTTT modes the potential is detached, so the step's only gradient path is x -> s through the
+surrogate: the charge, the reset and the trace run without autograd (in place where exact) and one
+autograd node (``_SpikeOfCharge``) gives s its surrogate gradient. Same values as ``lif_step``, bit
+for bit (same roundings); gradients to rounding.
 """
 from __future__ import annotations
 
 import torch
+from torch.autograd import Function
 
 from ..layers.dropout import SharedDropout
 from ..neurons import MemoryModule, get_surrogate, lif_step
+from ..neurons.fused import surrogate_derivative_
 from .modes import ModeModule
+
+
+class _SpikeOfCharge(Function):
+    """s = H(h - v_th) for a charge h = leak v + x with v constant; backward: d s / d x = sg(h - v_th)."""
+
+    @staticmethod
+    def forward(ctx, x, h, v_th, surrogate):
+        ctx.save_for_backward(h)
+        ctx.v_th, ctx.surrogate = v_th, surrogate
+        return torch.ge(h, v_th, out=torch.empty_like(h))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (h,) = ctx.saved_tensors
+        return surrogate_derivative_(ctx.surrogate, torch.sub(h, ctx.v_th)).mul_(grad), None, None, None
 
 
 class OnlineLIF(MemoryModule, ModeModule):
@@ -75,20 +98,32 @@ class OnlineLIF(MemoryModule, ModeModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "saf":
             return self._saf_step(x)
-        online = self.mode != "lif"
-        v = self._zeros_if_none(self.v, x)
-        if online:
-            v = v.detach()
-        s, v_next = lif_step(x, v, leak=self.leak, v_th=self.v_th, reset="soft", surrogate=self.surrogate,
-                             detach_reset=self.detach_reset)
-        self.v = v_next.detach() if online else v_next
+        if self.mode == "lif":
+            s, self.v = lif_step(x, self._zeros_if_none(self.v, x), leak=self.leak, v_th=self.v_th, reset="soft",
+                                 surrogate=self.surrogate, detach_reset=self.detach_reset)
+        else:
+            s = self._online_step(x)
         self._notify(s)
         mask = self._mask(s)
         out = s if mask is None else s * mask
         if self.mode == "ottt_reference":
             with torch.no_grad():
-                self.trace = self.leak * self._zeros_if_none(self.trace, out) + out
+                if self.trace is None or self.trace.shape != out.shape:
+                    self.trace = out.detach().clone()         # = leak * 0 + out
+                else:
+                    self.trace = torch.mul(self.trace, self.leak).add_(out)
         return out
+
+    def _online_step(self, x: torch.Tensor) -> torch.Tensor:
+        """``lif_step`` (soft reset) with v detached: charge and reset without autograd, spikes with
+        the surrogate gradient to x."""
+        with torch.no_grad():
+            v = self.v if self.v is not None and self.v.shape == x.shape else None
+            h = x.detach().clone() if v is None else torch.mul(v, self.leak).add_(x)   # leak * v + x
+        s = _SpikeOfCharge.apply(x, h, self.v_th, self.surrogate) if x.requires_grad else \
+            torch.ge(h, self.v_th, out=torch.empty_like(h))
+        self.v = torch.sub(h, s.detach(), alpha=self.v_th)                           # h - v_th s
+        return s
 
     def _saf_step(self, u_hat: torch.Tensor) -> torch.Tensor:
         prev = self._zeros_if_none(self.acc, u_hat).detach()
