@@ -6,9 +6,10 @@ memory. Run in chunks of ``c`` steps, each layer sees [c*B, ...] and the chunk's
 cache; the neurons carry their state (``MemoryModule`` memories) from one chunk to the next, and
 autograd carries the gradient back through it (the fused LIF takes ``v0`` and returns its gradient).
 
-Exact: every step computes what it computes in one whole-sequence call (per-sample layers and the
-same step functions), so outputs agree bit for bit with the whole-sequence run and with the
-reference ``lif_step`` loop (tests, float64). Not for a module that mixes samples of a batch
+Exact up to rounding: every step computes what it computes in one whole-sequence call (per-sample
+layers, the same step functions). The neurons' arithmetic is bit for bit that of the reference
+``lif_step`` loop fed the same chunks; the layers may round differently on a [c*B] batch than on
+[T*B] (about 1e-12 relative in float64), and gradients agree within 1e-10 (tests). Not for a module that mixes samples of a batch
 across time: BatchNorm in training mode normalises over the T*B batch, so a network with it runs
 the whole sequence at once (``chunk_size`` returns T).
 
