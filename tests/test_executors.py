@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from snnlib.pipeline import executors as X
 from snnlib.pipeline.runs import run_dir_for, run_many
@@ -218,3 +219,26 @@ def test_local_processes_resubmit_a_run_whose_recorded_job_is_gone(cluster_env, 
     assert X.submissions(rd) == 2 and job["state"] == "FINISHED" and job["job_id"] != str(pid)
     assert job["command"][1:4] == ["-m", "snnlib", "train"]
     assert metrics(rec) == metrics(inline_records[1])
+
+
+# ---- a finished run whose checkpoint is gone (the full scale commits records only) -----------------
+
+def test_a_record_without_its_checkpoint_is_retrained_to_the_same_weights(tmp_path, monkeypatch):
+    from snnlib.pipeline.runs import ensure_checkpoint
+    from snnlib.studies.measure import load_trained
+    monkeypatch.setenv("SNNLIB_RESULTS", str(tmp_path))
+    rec = run_many([tiny_cfg(7, iters=4)], progress=False)[0]
+    ckpt = run_dir_for(rec["config"]) / "checkpoint.pt"
+    weights = load_torch(ckpt)["model"]
+    ckpt.unlink()
+    model, _, _ = load_trained(rec)                       # restores it on the way
+    assert ckpt.exists() and sorted(p.name for p in tmp_path.joinpath("runs").iterdir()) == [ckpt.parent.name]
+    restored = load_torch(ckpt)["model"]
+    assert all(torch.equal(weights[k], restored[k]) for k in weights)
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+
+    ckpt.unlink()
+    forged = {**rec, "history": [{**h, "test_acc": h["test_acc"] + 0.01} for h in rec["history"]]}
+    with pytest.raises(RuntimeError, match="did not reproduce the record"):
+        ensure_checkpoint(forged, progress=False)
+    assert not ckpt.exists() and len(list(tmp_path.joinpath("runs").iterdir())) == 1   # scratch folder gone

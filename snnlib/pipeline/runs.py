@@ -7,7 +7,9 @@ processes or a Slurm cluster instead (see ``snnlib.pipeline.executors``).
 """
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +40,38 @@ def run(cfg, overrides: dict | None = None, *, progress: bool = True, force: boo
     if result.exists() and not force:
         return read_json(result)
     return train(cfg, rd, progress=progress, resume=not force)
+
+
+#: per-epoch values a retrained run must reproduce exactly to stand in for the stored one
+REPRODUCED = ("train_loss", "test_loss", "test_acc")
+
+
+def ensure_checkpoint(record: dict, *, progress: bool = True) -> Path:
+    """The checkpoint of the finished run ``record``, retrained when it is absent.
+
+    The full scale commits run records, not checkpoints; a measurement that needs the weights (on
+    another machine, or after a clean checkout) gets them by training the run's config again in a
+    scratch folder: training is deterministic on CPU, so the retrained run must reproduce every
+    epoch's ``REPRODUCED`` values of the record exactly; then its checkpoint is moved into the run's
+    folder. Otherwise a RuntimeError names the difference (the record stays as it is)."""
+    rd = run_dir_for(record["config"])
+    path = rd / "checkpoint.pt"
+    if path.exists():
+        return path
+    with tempfile.TemporaryDirectory(dir=rd.parent, prefix=f".{rd.name}-retrain-") as scratch:
+        if progress:
+            print(f"[{record.get('name')}] no checkpoint in {rd}: retraining seed={record.get('seed')} to restore it",
+                  file=sys.stderr, flush=True)
+        again = train(record["config"], Path(scratch), resume=False, progress=progress)
+        mine = [{k: h.get(k) for k in REPRODUCED} for h in record["history"]]
+        theirs = [{k: h.get(k) for k in REPRODUCED} for h in again["history"]]
+        if mine != theirs:
+            raise RuntimeError(f"retraining {rd.name} to restore its checkpoint did not reproduce the record "
+                               f"(per epoch {REPRODUCED}: stored {mine}, retrained {theirs}); the weights of the "
+                               "record are lost: delete the run folder to train it anew")
+        rd.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(Path(scratch) / "checkpoint.pt"), path)
+    return path
 
 
 def run_many(cfgs: list[dict], *, progress: bool = True, label: str = "runs", executor: str | None = None) -> list[dict]:

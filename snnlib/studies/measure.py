@@ -9,7 +9,7 @@ import torch
 from ..data.loader import make_loader
 from ..experiments.config import resolve
 from ..experiments.io import load_torch
-from ..pipeline.runs import run_dir_for
+from ..pipeline.runs import ensure_checkpoint, run_dir_for
 from ..metrics.energy import EnergyCounter
 from ..metrics.memory import step_memory
 from ..train import build
@@ -62,11 +62,13 @@ def memory_vs_T(variants: dict[str, dict], Ts, *, batch=None, batch_size: int = 
 
 def load_trained(record: dict, device="cpu"):
     """``(model, method, cfg)`` of a finished run: built from ``record['config']``, weights from its
-    checkpoint (``torch.load(weights_only=True)``), in eval mode."""
+    checkpoint (``torch.load(weights_only=True)``; a run whose record exists without its checkpoint is
+    retrained to restore it, ``ensure_checkpoint``), in eval mode."""
     cfg = record["config"]
-    path = run_dir_for(cfg) / "checkpoint.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint for run {cfg.get('name')!r} at {path}; train it with run(cfg) first")
+    if not (run_dir_for(cfg) / "result.json").exists():
+        raise FileNotFoundError(f"run {cfg.get('name')!r} has not finished ({run_dir_for(cfg)}); train it with "
+                                "run(cfg) first")
+    path = ensure_checkpoint(record)
     model, method = build(cfg, device)
     model.load_state_dict(load_torch(path, map_location=device)["model"])
     model.eval()
