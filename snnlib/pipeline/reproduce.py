@@ -338,6 +338,9 @@ def wall_times_markdown(scale: str) -> str:
         load = f"; 1-min load average at the last update of each: {min(loads):.1f}-{max(loads):.1f}" if loads else ""
         text += (f"Every execution at {scale} scale, interrupted pieces included (min (executions)): {pieces}; "
                  f"**all executions {sum(total.values()):.1f} min**{load}.\n\n")
+        runs = [read_json(p).get("wall_time_s", 0.0) for p in sorted((results_dir() / "runs").glob("*/result.json"))]
+        text += (f"The {len(runs)} training runs in the results folder took {sum(runs) / 60:.1f} min of their own "
+                 "(sum of each run record's wall time; measurements, evaluation and notebook overhead come on top).\n\n")
     return text
 
 
