@@ -108,18 +108,14 @@ class OnlineLIF(MemoryModule, ModeModule):
         out = s if mask is None else s * mask
         if self.mode == "ottt_reference":
             with torch.no_grad():
-                if self.trace is None or self.trace.shape != out.shape:
-                    self.trace = out.detach().clone()         # = leak * 0 + out
-                else:
-                    self.trace = torch.mul(self.trace, self.leak).add_(out)
+                self.trace = torch.mul(self._zeros_if_none(self.trace, out), self.leak).add_(out)
         return out
 
     def _online_step(self, x: torch.Tensor) -> torch.Tensor:
         """``lif_step`` (soft reset) with v detached: charge and reset without autograd, spikes with
         the surrogate gradient to x."""
         with torch.no_grad():
-            v = self.v if self.v is not None and self.v.shape == x.shape else None
-            h = x.detach().clone() if v is None else torch.mul(v, self.leak).add_(x)   # leak * v + x
+            h = torch.mul(self._zeros_if_none(self.v, x), self.leak).add_(x)          # leak * v + x
         s = _SpikeOfCharge.apply(x, h, self.v_th, self.surrogate) if x.requires_grad else \
             torch.ge(h, self.v_th, out=torch.empty_like(h))
         self.v = torch.sub(h, s.detach(), alpha=self.v_th)                           # h - v_th s
