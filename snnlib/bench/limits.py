@@ -313,7 +313,8 @@ def implications(res: dict, bench: dict | None) -> list[str]:
                        f"without its solver algebra the step is still {rest:.0f} ms "
                        f"({'over' if rest > budget else 'under'} the budget), so the solver may take at most "
                        f"{max(budget - rest, 0):.0f} ms (it takes {new['solver']:.0f} ms)"
-                       + (f"; the products alone (split, 1 thread) take {s['split'] * 1e3:.0f} ms" if key == "ide_f400" else "")
+                       + (f"; the products alone (split, {res['threads']} thread(s)) take {s['split'] * 1e3:.0f} ms"
+                          if key == "ide_f400" else "")
                        + ".")
     return out
 
