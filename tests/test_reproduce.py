@@ -229,3 +229,19 @@ def test_data_step_without_apt_or_network_says_what_to_do(data_env, monkeypatch,
     assert err.startswith("1 dataset(s) missing: fashion_mnist.") and says in err
     assert "apt-get install dataset-fashion-mnist" in err and "FashionMNIST/raw/" in err
     assert "download not possible" in err and not log.exists()
+
+
+def test_a_store_that_leaves_the_code_out_keeps_finished_notebooks_current_when_the_library_changes(tmp_path, monkeypatch):
+    """The full scale's results folder (STORE.yaml: keys_include_code false) is run in pieces: a notebook
+    that finished stays current when the library changes, as its finished runs stay finished."""
+    from snnlib.experiments import provenance
+    monkeypatch.setenv("SNNLIB_NOTEBOOKS", str(FIXTURES))
+    monkeypatch.setenv("SNNLIB_RESULTS", str(tmp_path))
+    monkeypatch.setattr(provenance, "code_version", lambda: "code-a")
+    before = rep.notebook_key("01_train", "smoke")
+    monkeypatch.setattr(provenance, "code_version", lambda: "code-b")
+    assert rep.notebook_key("01_train", "smoke") != before        # no STORE.yaml: the code counts
+    (tmp_path / provenance.STORE_FILE).write_text("keys_include_code: false\n")
+    kept = rep.notebook_key("01_train", "smoke")
+    monkeypatch.setattr(provenance, "code_version", lambda: "code-a")
+    assert rep.notebook_key("01_train", "smoke") == kept

@@ -32,7 +32,7 @@ from ..data.registry import dataset_names
 from ..paths import ROOT, SCALES, notebooks, notebooks_dir, results_dir
 from ..experiments.config import DEFAULTS, canonical_json, load_yaml
 from ..experiments.io import read_json, write_json
-from ..experiments.provenance import code_version
+from ..experiments.provenance import code_version, key_code_version
 from .publish import publish_notebooks
 from .report import write_report
 
@@ -200,9 +200,14 @@ def _done(nb: str, scale: str) -> dict | None:
 
 def notebook_key(nb: str, scale: str) -> str:
     """Hash of the notebook's source, parameters, the library code and, for a summary notebook, the
-    completion records of the notebooks it reads (each re-execution writes a new one)."""
+    completion records of the notebooks it reads (each re-execution writes a new one).
+
+    The library code counts as run hashes and memo keys count it (``key_code_version``): a results
+    folder whose ``STORE.yaml`` leaves the code out (the full scale, run in pieces) keeps a finished
+    notebook current when the library changes, as it keeps its finished runs; its completion record
+    still names the code version that ran it."""
     src = (notebooks_dir() / f"{nb}.ipynb").read_bytes()
-    h = hashlib.sha256(src + canonical_json(notebook_params(nb, scale)).encode() + code_version().encode())
+    h = hashlib.sha256(src + canonical_json(notebook_params(nb, scale)).encode() + key_code_version().encode())
     for n in upstream(nb):
         h.update(f"\0{n}\0{canonical_json(_done(n, scale))}".encode())
     return h.hexdigest()[:16]
@@ -300,7 +305,7 @@ def execute(nb: str, scale: str, *, log_output: bool = True) -> float:
     dur = time.perf_counter() - t0
     write_json(_done_path(nb, scale), {
         "key": notebook_key(nb, scale), "seconds": dur, "scale": scale, "threads": env_threads,
-        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+        "code_version": code_version(), "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
     return dur
 
 
