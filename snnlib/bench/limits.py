@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -30,7 +31,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..equilibrium import implicit, transpose
+from ..experiments.config import load_yaml, resolve
 from ..paths import ROOT
+from ..train import build
+from ..train.setup import make_optimizer
 
 IDE_SHAPE = {"label": "IDE F400", "B": 128, "n": 400}
 MPIS_SHAPE = {"label": "MPIS cpu widths", "B": 128, "n": 2080}
@@ -140,10 +145,6 @@ class _TransposeSpy:
 def mpis_transpose_calls(batch: int = 128, seed: int = 0) -> tuple[list, int]:
     """The conv transposes of one VJP of the MPIS model at notebook 01's cpu widths, and the number
     of VJPs in one training step (both captured from a real step on random input)."""
-    from ..equilibrium import implicit, transpose
-    from ..experiments.config import load_yaml, resolve
-    from ..train import build
-    from ..train.setup import make_optimizer
     cfg = resolve(load_yaml(ROOT / "configs" / "runs" / "mpis_fmnist.yaml"),
                   {"model": {"stem_channels": 8, "channels": [16, 16, 32], "bn_init": "default"}})
     torch.manual_seed(seed)
@@ -321,7 +322,6 @@ def implications(res: dict, bench: dict | None) -> list[str]:
 
 def run(*, threads: int = 2, rounds: int = 5, out: Path | None = None, bench_json: Path | None = None) -> dict:
     torch.set_num_threads(threads)
-    import os
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": threads, "rounds": rounds,
            "torch": torch.__version__, "load": os.getloadavg()[0], "broyden": []}
     with torch.no_grad():
