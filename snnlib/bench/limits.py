@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from ..equilibrium import implicit, transpose
 from ..experiments.config import load_yaml, resolve
+from ..metrics.timing import alternate
 from ..paths import ROOT
 from ..train import build
 from ..train.setup import make_optimizer
@@ -63,7 +64,7 @@ def fused_products(H, X):
     B, k2, _ = H.shape
     k = k2 // 2
     P = torch.bmm(X, H.transpose(1, 2)).view(B, 2, k, 2)        # [x, i, (u_i, w_i)]: x . u_i, x . w_i
-    C = torch.zeros(B, 2, k, 2, dtype=H.dtype)
+    C = torch.zeros(B, 2, k, 2, dtype=H.dtype, device=H.device)
     C[:, 0, :, 0] = P[:, 0, :, 1]                                 # y: u_i weighted by w_i . g
     C[:, 1, :, 1] = P[:, 1, :, 0]                                 # w: w_i weighted by u_i . dz
     R = torch.baddbmm(X, C.view(B, 2, k2), H)
@@ -77,28 +78,15 @@ def elementwise_products(U, W, dz, g):
     return w, y
 
 
-def _time(fn, reps: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t0) / reps
-
-
-def _alternate(ways: dict, rounds: int, reps: int) -> dict:
-    """Median seconds per call of each way; the ways run in turn within every round."""
-    for fn in ways.values():
-        fn()                                             # warm-up (allocator, BLAS)
-    times = {name: [] for name in ways}
-    names = list(ways)
-    for r in range(rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            times[name].append(_time(ways[name], reps))
-    return {name: statistics.median(t) for name, t in times.items()}
+def _median_seconds(ways: dict, rounds: int, reps: int) -> dict:
+    """Median over ``metrics.timing.alternate``'s rounds of each way's seconds per call."""
+    res = alternate(ways, rounds=rounds, reps=reps, warmup=1)
+    return {name: statistics.median(r[name]["wall_s"] for r in res["rounds"]) for name in ways}
 
 
 def broyden_products(B: int, n: int, *, rounds: int = 5, reps: int = 3, sizes=None, seed: int = 0) -> dict:
     """Seconds of the history products summed over one solve's updates, per way; and the largest
-    difference between the fused and the split results (float32)."""
+    difference of the fused and the elementwise results from the split ones (float32)."""
     sizes = history_sizes() if sizes is None else sizes
     gen = torch.Generator().manual_seed(seed)
     kmax = max(sizes)
@@ -114,7 +102,7 @@ def broyden_products(B: int, n: int, *, rounds: int = 5, reps: int = 3, sizes=No
         Uk, Wk, Hk = U[:, :k], W[:, :k], H[:, :2 * k]
         ways = {"split": lambda: split_products(Uk, Wk, dz, g), "fused": lambda: fused_products(Hk, X),
                 "elementwise": lambda: elementwise_products(Uk, Wk, dz, g)}
-        med = _alternate(ways, rounds, reps)
+        med = _median_seconds(ways, rounds, reps)
         for name in total:
             total[name] += count * med[name]
         ws, ys = split_products(Uk, Wk, dz, g)
@@ -178,8 +166,9 @@ def mpis_transpose_calls(batch: int = 128, seed: int = 0) -> tuple[list, int]:
     return spy.calls, count[0]
 
 
-def _flops(y, w, out) -> float:
-    """Multiply-adds x 2 of a transpose mapping y [B, Co, h, w] to out [B, Ci, H, W] (per input tap)."""
+def _flops(y, w) -> float:
+    """Multiply-adds x 2 of the transpose of a convolution with kernel ``w`` [Co, Ci, kh, kw] applied to
+    y [B, Co, h, w]: every input entry meets Ci kh kw weights."""
     return 2.0 * y.numel() * w.shape[1] * w.shape[2] * w.shape[3]
 
 
@@ -211,8 +200,8 @@ def conv_transposes(calls, *, rounds: int = 5, reps: int = 2) -> dict:
         ref = ways["conv_transpose2d"]()
         for fn in ways.values():
             err = max(err, float((fn() - ref).abs().max()) / (float(ref.abs().max()) + 1e-30))
-        med = _alternate(ways, rounds, reps)
-        fl = _flops(y, w, ref)
+        med = _median_seconds(ways, rounds, reps)
+        fl = _flops(y, w)
         rows.append({"input": list(y.shape), "weight": list(w.shape), "stride": kw.get("stride"),
                      "seconds": med, "gflops": {k: fl / v / 1e9 for k, v in med.items()}})
         for name in ("conv_transpose2d", "convolution_backward", "conv2d, flipped kernel"):

@@ -324,11 +324,22 @@ def check_data(scale: str, nbs: list[str]) -> None:
                           f"snnlib data --scale {scale}) installs what it can.") from None
 
 
-def wall_times_markdown(scale: str) -> str:
+def run_records() -> list[dict]:
+    """Every readable run record (``runs/*/result.json``) of the results folder, in folder order."""
+    out = []
+    for p in sorted((results_dir() / "runs").glob("*/result.json")):
+        try:
+            out.append(read_json(p))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def wall_times_markdown(scale: str, records: list[dict]) -> str:
     """Each notebook's wall time at its last execution at ``scale`` and their sum (minutes); where a
     notebook ran in several executions (interrupted pieces, re-runs), also the sum of all of them, the
     cost of building its results folder (runs and measurements made by one execution are loaded, at no
-    cost, by the next)."""
+    cost, by the next), and the training time of the run ``records``."""
     times = {n: d["seconds"] / 60 for n in notebooks() if (d := _done(n, scale)) and "seconds" in d}
     if not times:
         return ""
@@ -343,21 +354,18 @@ def wall_times_markdown(scale: str) -> str:
         load = f"; 1-min load average at the last update of each: {min(loads):.1f}-{max(loads):.1f}" if loads else ""
         text += (f"Every execution at {scale} scale, interrupted pieces included (min (executions)): {pieces}; "
                  f"**all executions {sum(total.values()):.1f} min**{load}.\n\n")
-        runs = [read_json(p).get("wall_time_s", 0.0) for p in sorted((results_dir() / "runs").glob("*/result.json"))]
+        runs = [r.get("wall_time_s", 0.0) for r in records]
         text += (f"The {len(runs)} training runs in the results folder took {sum(runs) / 60:.1f} min of their own "
                  "(sum of each run record's wall time; measurements, evaluation and notebook overhead come on top).\n\n")
     return text
 
 
-def code_versions_markdown() -> str:
-    """The code versions that made the run records of the results folder (several when the records
-    outlive code versions: the full scale, run in pieces)."""
+def code_versions_markdown(records: list[dict]) -> str:
+    """The code versions that made the run ``records`` (several when the records outlive code
+    versions: the full scale, run in pieces)."""
     versions: dict[str, int] = {}
-    for p in sorted((results_dir() / "runs").glob("*/result.json")):
-        try:
-            v = read_json(p).get("code_version", "unknown")
-        except (OSError, ValueError):
-            continue
+    for r in records:
+        v = r.get("code_version", "unknown")
         versions[v] = versions.get(v, 0) + 1
     if len(versions) <= 1:
         return ""
@@ -370,7 +378,8 @@ def status_markdown(scale: str) -> str:
     records come from several code versions, which."""
     nbs = notebooks()
     behind = stale(nbs, scale)
-    tail = wall_times_markdown(scale) + code_versions_markdown()
+    records = run_records()
+    tail = wall_times_markdown(scale, records) + code_versions_markdown(records)
     if not behind:
         return (f"All {len(nbs)} notebooks are current at {scale} scale: each last ran with its present source, "
                 "parameters and library code, and the claims below are theirs.\n\n") + tail
