@@ -245,3 +245,24 @@ def test_a_store_that_leaves_the_code_out_keeps_finished_notebooks_current_when_
     kept = rep.notebook_key("01_train", "smoke")
     monkeypatch.setattr(provenance, "code_version", lambda: "code-a")
     assert rep.notebook_key("01_train", "smoke") == kept
+
+
+def test_a_notebook_edited_while_it_runs_is_not_current_afterwards(tmp_path, monkeypatch):
+    """The completion record holds the key of the source that ran: an edit made during a long execution
+    (a fix for the next piece) leaves the notebook to run again, rather than marking the old output current."""
+    import shutil
+
+    import papermill
+    books = tmp_path / "notebooks"
+    shutil.copytree(FIXTURES, books)
+    monkeypatch.setenv("SNNLIB_NOTEBOOKS", str(books))
+    monkeypatch.setenv("SNNLIB_RESULTS", str(tmp_path / "results"))
+
+    def edit_while_running(src, out, **kwargs):
+        (books / "01_train.ipynb").write_text((books / "01_train.ipynb").read_text().replace("}", "} ", 1))
+        shutil.copy(src, out)
+
+    monkeypatch.setattr(papermill, "execute_notebook", edit_while_running)
+    rep.execute("01_train", "smoke", log_output=False)
+    assert rep._done("01_train", "smoke") is not None
+    assert not rep.is_current("01_train", "smoke")

@@ -290,6 +290,7 @@ def execute(nb: str, scale: str, *, log_output: bool = True) -> float:
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{nb}.ipynb"
     tmp = out_dir / f".{nb}.running.ipynb"
+    key = notebook_key(nb, scale)       # of the source that runs, not of one edited meanwhile
     t0 = time.perf_counter()
     env_threads = os.environ.get("OMP_NUM_THREADS")
     try:
@@ -304,7 +305,7 @@ def execute(nb: str, scale: str, *, log_output: bool = True) -> float:
     os.replace(tmp, out)
     dur = time.perf_counter() - t0
     write_json(_done_path(nb, scale), {
-        "key": notebook_key(nb, scale), "seconds": dur, "scale": scale, "threads": env_threads,
+        "key": key, "seconds": dur, "scale": scale, "threads": env_threads,
         "code_version": code_version(), "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
     return dur
 
