@@ -9,12 +9,14 @@ otherwise says what to do.
 """
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import papermill
 import pytest
 
 from snnlib.__main__ import main
@@ -250,9 +252,6 @@ def test_a_store_that_leaves_the_code_out_keeps_finished_notebooks_current_when_
 def test_a_notebook_edited_while_it_runs_is_not_current_afterwards(tmp_path, monkeypatch):
     """The completion record holds the key of the source that ran: an edit made during a long execution
     (a fix for the next piece) leaves the notebook to run again, rather than marking the old output current."""
-    import shutil
-
-    import papermill
     books = tmp_path / "notebooks"
     shutil.copytree(FIXTURES, books)
     monkeypatch.setenv("SNNLIB_NOTEBOOKS", str(books))
