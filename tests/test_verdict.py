@@ -89,6 +89,15 @@ def test_the_ledger_keeps_interval_seeds_and_budget_and_the_report_counts_three_
         ledger.judge("mpis.bad", "s", True, "t", "s", budget="b")
 
 
+def test_the_counts_read_as_english_one_does_not_hold_two_do_not():
+    from snnlib.pipeline.report import verdict_counts
+
+    claims = [{"verdict": v} for v in (HOLDS, FAILS, INCONCLUSIVE, INCONCLUSIVE)]
+    assert verdict_counts(claims) == "1 of 4 claims hold here (1 does not hold, 2 inconclusive at this budget)."
+    claims.append({"verdict": FAILS})
+    assert verdict_counts(claims) == "1 of 5 claims hold here (2 do not hold, 2 inconclusive at this budget)."
+
+
 def test_a_claim_of_several_parts_holds_only_when_every_part_holds():
     yes, no, maybe = decide_value(1.0, 0.0, ">="), decide_value(-1.0, 0.0, ">="), decide_threshold([0.5], 0.6, "<=")
     assert decide_all({"a": yes, "b": yes}).verdict == HOLDS

@@ -66,7 +66,9 @@ def verdict_counts(claims: list[dict]) -> str:
     """'N of M claims hold here' with the numbers that do not hold and that are inconclusive."""
     v = [verdict_of(c) for c in claims]
     text = f"{v.count(HOLDS)} of {len(v)} claims hold here"
-    rest = [f"{v.count(x)} {x}" for x in (FAILS, INCONCLUSIVE) if v.count(x)]
+    plural = {FAILS: "do not hold"}          # "2 do not hold", "1 does not hold"
+    rest = [f"{v.count(x)} {x if v.count(x) == 1 else plural.get(x, x)}" for x in (FAILS, INCONCLUSIVE)
+            if v.count(x)]
     return text + (f" ({', '.join(rest)})" if rest else "") + "."
 
 
