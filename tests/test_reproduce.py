@@ -135,6 +135,8 @@ def test_a_summary_notebook_is_stale_when_an_earlier_notebook_reran(tmp_path, mo
     rerun = {"key": rep.notebook_key("01_train", "smoke"), "seconds": 2.0}
     rep.write_json(rep._done_path("01_train", "smoke"), rerun)
     assert rep.stale(rep.notebooks(), "smoke") == ["02_summary"]
+    assert "**Incomplete: 1 of 2 notebooks is not current at smoke scale**: `02_summary` (changed since it ran)" \
+        in rep.status_markdown("smoke")
 
 
 @pytest.mark.parametrize("nb", rep.notebooks())

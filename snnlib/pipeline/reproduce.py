@@ -385,7 +385,8 @@ def status_markdown(scale: str) -> str:
         return (f"All {len(nbs)} notebooks are current at {scale} scale: each last ran with its present source, "
                 "parameters and library code, and the claims below are theirs.\n\n") + tail
     why = [f"`{n}` ({'never ran' if _done(n, scale) is None else 'changed since it ran'})" for n in behind]
-    return (f"**Incomplete: {len(behind)} of {len(nbs)} notebooks are not current at {scale} scale**: "
+    return (f"**Incomplete: {len(behind)} of {len(nbs)} notebooks {'is' if len(behind) == 1 else 'are'} "
+            f"not current at {scale} scale**: "
             f"{', '.join(why)}. Their claims below are missing or from an earlier run; "
             f"`make reproduce SCALE={scale}` brings them up to date.\n\n") + tail
 
