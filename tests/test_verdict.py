@@ -146,3 +146,21 @@ def test_the_ledgers_value_is_the_verdicts_estimate_and_another_headline_number_
     assert entry["measured"]["value"] == v.estimate and entry["measured"]["reported_value"] == 42.0
     same = Ledger("01_x", "cpu").judge("mpis.same", "s", v, "t", "src", budget="b", measured={"value": v.estimate})
     assert "reported_value" not in same["measured"]
+
+
+def test_the_report_says_which_runs_were_still_learning_when_they_stopped():
+    import pandas as pd
+    from snnlib.pipeline.report import training_length_markdown
+
+    def rows(nb, name, accs_per_seed):
+        return [{"notebook": nb, "name": name, "seed": s, "epoch": e + 1, "metric": "test_acc", "value": a}
+                for s, accs in enumerate(accs_per_seed) for e, a in enumerate(accs)]
+    runs = pd.DataFrame(rows("01_x", "rising", [[0.80, 0.85], [0.81, 0.85]])      # +4.5 points
+                        + rows("01_x", "flat", [[0.880, 0.882], [0.880, 0.884]])  # +0.3 points
+                        + rows("03_y", "short", [[0.9], [0.91], [0.92]]))
+    text = training_length_markdown(runs)
+    assert "| `01_x` | `rising` | 2 | 2 | 85.00 | +4.50 (still rising) |" in text
+    assert "| `01_x` | `flat` | 2 | 2 | 88.30 | +0.30 (near a plateau) |" in text
+    assert "| `03_y` | `short` | 1 | 3 | 91.00 | n/a (one epoch) |" in text
+    assert "2 of 3 groups trained more than one epoch, 1 of those ended near a plateau" in text
+    assert training_length_markdown(pd.DataFrame(columns=["notebook", "name", "seed", "epoch", "metric", "value"])) == ""

@@ -10,6 +10,7 @@ from ..experiments.claims import load_claims, verdict_of
 from ..experiments.verdict import FAILS, HOLDS, INCONCLUSIVE
 from ..experiments.io import read_json, write_json, write_text
 from ..experiments.provenance import git_commit, machine
+from ..experiments.tables import load_runs
 
 #: claim-id prefix -> paper heading, in report order
 PAPERS = {
@@ -176,6 +177,43 @@ def update_verdict_summary(scale: str, claims: list[dict], date: str) -> None:
         write_text(readme, text[:a] + "\n" + verdict_table(counts) + text[b:])
 
 
+#: a run group whose test accuracy rose by less than this in its last epoch (mean over seeds) is near a plateau
+PLATEAU_GAIN_PTS = 0.5
+
+
+def training_length_markdown(runs) -> str:
+    """How far each group of runs (notebook, run name) was from a plateau: its epochs, seeds, final
+    test accuracy and the change of test accuracy in its last epoch (mean over seeds, points).
+
+    ``runs``: the tidy table of ``load_runs`` (columns notebook, name, seed, epoch, metric, value).
+    A run of one epoch gives no epoch-to-epoch evidence; the table says so rather than guessing."""
+    acc = runs[runs.metric == "test_acc"] if len(runs) else runs
+    if not len(acc):
+        return ""
+    rows, near, multi = [], 0, 0
+    for (nb, name), g in acc.groupby(["notebook", "name"], sort=True):
+        per_seed = g.pivot_table(index="seed", columns="epoch", values="value", aggfunc="last")
+        epochs = int(per_seed.columns.max())
+        final = 100 * per_seed[epochs].mean()
+        if epochs > 1 and epochs - 1 in per_seed.columns:
+            multi += 1
+            gain = 100 * (per_seed[epochs] - per_seed[epochs - 1]).mean()
+            near += abs(gain) < PLATEAU_GAIN_PTS
+            change = f"{gain:+.2f}" + (" (near a plateau)" if abs(gain) < PLATEAU_GAIN_PTS else " (still rising)"
+                                       if gain > 0 else " (falling)")
+        else:
+            change = "n/a (one epoch)"
+        rows.append(f"| `{nb}` | `{name}` | {epochs} | {len(per_seed)} | {final:.2f} | {change} |")
+    head = ("## Training length: how far from a plateau\n\n"
+            f"Each run group's test accuracy in its last epoch minus the epoch before (mean over seeds, "
+            f"points; near a plateau when below {PLATEAU_GAIN_PTS}). {multi} of {len(rows)} groups trained "
+            f"more than one epoch, {near} of those ended near a plateau; a verdict on a run still rising "
+            "is a verdict at this budget.\n\n"
+            "| notebook | run | epochs | seeds | final test accuracy (%) | change in the last epoch (points) |\n"
+            "|---|---|---|---|---|---|\n")
+    return head + "\n".join(rows) + "\n\n"
+
+
 def write_report(scale: str, *, extra: str = "") -> Path:
     """Write ``REPORT.md`` for ``scale`` from every notebook's claims ledger and the figures on disk;
     returns its path."""
@@ -198,6 +236,7 @@ def write_report(scale: str, *, extra: str = "") -> Path:
     body = claims_markdown(claims)
     summary = f"**At {scale} scale: {verdict_counts(claims)}**\n"
     figs = figure_links(scale)
-    write_text(path, "\n".join(head) + summary + "\n" + extra + body + figs)
+    length = training_length_markdown(load_runs(scale))
+    write_text(path, "\n".join(head) + summary + "\n" + extra + body + length + figs)
     update_verdict_summary(scale, claims, date)
     return path
