@@ -157,10 +157,12 @@ def test_the_report_says_which_runs_were_still_learning_when_they_stopped():
                 for s, accs in enumerate(accs_per_seed) for e, a in enumerate(accs)]
     runs = pd.DataFrame(rows("01_x", "rising", [[0.80, 0.85], [0.81, 0.85]])      # +4.5 points
                         + rows("01_x", "flat", [[0.880, 0.882], [0.880, 0.884]])  # +0.3 points
+                        + rows("01_x", "worse", [[0.86, 0.85]])                   # -1.0 point
                         + rows("03_y", "short", [[0.9], [0.91], [0.92]]))
     text = training_length_markdown(runs)
     assert "| `01_x` | `rising` | 2 | 2 | 85.00 | +4.50 (still rising) |" in text
     assert "| `01_x` | `flat` | 2 | 2 | 88.30 | +0.30 (near a plateau) |" in text
     assert "| `03_y` | `short` | 1 | 3 | 91.00 | n/a (one epoch) |" in text
-    assert "2 of 3 groups trained more than one epoch, 1 of those ended near a plateau" in text
+    assert "| `01_x` | `worse` | 2 | 1 | 85.00 | -1.00 (falling) |" in text
+    assert "3 of 4 groups trained more than one epoch, 1 of those ended near a plateau" in text
     assert training_length_markdown(pd.DataFrame(columns=["notebook", "name", "seed", "epoch", "metric", "value"])) == ""

@@ -199,8 +199,8 @@ def training_length_markdown(runs) -> str:
             multi += 1
             gain = 100 * (per_seed[epochs] - per_seed[epochs - 1]).mean()
             near += abs(gain) < PLATEAU_GAIN_PTS
-            change = f"{gain:+.2f}" + (" (near a plateau)" if abs(gain) < PLATEAU_GAIN_PTS else " (still rising)"
-                                       if gain > 0 else " (falling)")
+            trend = "near a plateau" if abs(gain) < PLATEAU_GAIN_PTS else "still rising" if gain > 0 else "falling"
+            change = f"{gain:+.2f} ({trend})"
         else:
             change = "n/a (one epoch)"
         rows.append(f"| `{nb}` | `{name}` | {epochs} | {len(per_seed)} | {final:.2f} | {change} |")
