@@ -187,8 +187,8 @@ def training_length_markdown(runs) -> str:
 
     ``runs``: the tidy table of ``load_runs`` (columns notebook, name, seed, epoch, metric, value).
     A run of one epoch gives no epoch-to-epoch evidence; the table says so rather than guessing."""
-    acc = runs[runs.metric == "test_acc"] if len(runs) else runs
-    if not len(acc):
+    acc = runs[runs["metric"] == "test_acc"]
+    if acc.empty:
         return ""
     rows, near, multi = [], 0, 0
     for (nb, name), g in acc.groupby(["notebook", "name"], sort=True):
