@@ -10,7 +10,7 @@ from snnlib.layers.projection import get_projection, p_avg, p_none, p_sin
 from snnlib.layers.windows import WindowGrid
 from snnlib.models.min_latency import MinLatencyNet, parameter_counts, window_plan
 from snnlib.models.min_latency_blocks import (PatchMerging, SpikingConvMixer, SpikingLSTMMixer, encode,
-                                              one_step_lif)
+                                              input_mode, one_step_lif)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -144,6 +144,26 @@ def test_deterministic_encodings():
     assert torch.equal(encode(x, "identity"), x)
     with pytest.raises(ValueError, match="unknown encoding"):
         encode(x, "poisson")
+
+
+@pytest.mark.parametrize("Mixer", [SpikingConvMixer, SpikingLSTMMixer])
+def test_the_relu_ann_keeps_a_real_valued_encoding_and_takes_no_spikes(Mixer, f64):
+    torch.manual_seed(0)
+    x = 2 * torch.randn(2, 8, 8, 4) - 0.5                           # inputs well outside [0, 1]
+    grid = WindowGrid(8, 2)
+
+    def out(encoding, inp):
+        torch.manual_seed(1)
+        mix = Mixer(4, neuron="relu", encoding=encoding)
+        y = mix(inp, grid)
+        return y[0] if isinstance(y, tuple) else y
+
+    assert [input_mode(e, "relu") for e in ("bernoulli", "bernoulli_st", "threshold", "expected", "identity")] \
+        == ["identity", "identity", "identity", "expected", "identity"]
+    assert input_mode("bernoulli", "lif") == "bernoulli" and input_mode("expected", "lif") == "expected"
+    assert torch.equal(out("expected", x), out("identity", x.clamp(0, 1)))    # clamp(x, 0, 1) at the input
+    assert torch.equal(out("bernoulli", x), out("identity", x))              # spikes replaced: x itself
+    assert not torch.equal(out("expected", x), out("identity", x))
 
 
 def test_one_step_lif_charges_without_reset_and_has_rectangle_surrogate(f64):

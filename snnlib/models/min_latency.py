@@ -61,7 +61,8 @@ class MinLatencyNet(nn.Module):
         projection: 'sin', 'avg' or 'none' (see ``snnlib.layers.projection``).
         recurrent: carry membranes between windows (False: each window starts from zero).
         encoding: spike encoding at every mixer (see ``min_latency_blocks.encode``).
-        neuron: 'lif' (spikes) or 'relu' (the same-architecture ANN; also disables the encoding).
+        neuron: 'lif' (spikes) or 'relu' (the same-architecture ANN; it keeps a real-valued encoding,
+            'expected' or 'identity', and replaces a spike encoding by 'identity': see ``input_mode``).
         overlap_merge: 'mean' (CIFAR-10 files) or 'or' (CIFAR-100 CNN file).
         rnn_order: 'released' or 'uniform' projection arguments of the RNN mixer.
         reference_unused: also build the modules the released code creates but never uses, so

@@ -70,6 +70,19 @@ def encode(x: torch.Tensor, mode: str = "bernoulli") -> torch.Tensor:
     raise ValueError(f"unknown encoding {mode!r}; choose one of {ENCODINGS}")
 
 
+REAL_ENCODINGS = ("expected", "identity")   # encodings whose output is real-valued, not spikes
+
+
+def input_mode(encoding: str, neuron: str) -> str:
+    """The encoding a mixer applies at its input: ``encoding`` itself for LIF neurons; for the ReLU
+    ANN a real-valued encoding ('expected': clamp(x, 0, 1), the Bernoulli spike's expectation, or
+    'identity') is kept and a spike encoding is replaced by 'identity' (an ANN takes no spikes).
+    """
+    if neuron == "relu" and encoding not in REAL_ENCODINGS:
+        return "identity"
+    return encoding
+
+
 # --------------------------------------------------------------------------- neuron
 _SURROGATE = Rectangle(width=1.0)   # dH/du = 1 on |u - 0.5| < 0.5, i.e. u in (0, 1) [ref-code]
 
@@ -140,7 +153,7 @@ class SpikingConvMixer(nn.Module):
         return y.view(n, B, -1, s, s)
 
     def forward(self, x: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
-        mode = "identity" if self.neuron == "relu" else self.encoding
+        mode = input_mode(self.encoding, self.neuron)
         inp = self.probe_in(encode(grid.split(x), mode))
         i1 = self._conv(self.conv1, inp)
         a_prev, s = 0, []
@@ -209,7 +222,7 @@ class SpikingLSTMMixer(nn.Module):
         if self.order == "released" and self.recurrent and grid.n != 4:
             raise ValueError(f"the released window order is defined for 4 windows, got {grid.n}; use order='uniform'")
         B, H, W, C = x.shape
-        mode = "identity" if self.neuron == "relu" else self.encoding
+        mode = input_mode(self.encoding, self.neuron)
         inp = self.probe_in(encode(grid.split(x), mode))                   # [n, B, s, s, C]
         n, s = grid.n, grid.side
         I, _ = self.lstm(inp.reshape(n * B, s * s, C))
